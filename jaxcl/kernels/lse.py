@@ -1,0 +1,134 @@
+"""Masked row log-sum-exp over a (globally gathered) set of keys.
+
+This is the single kernel behind every InfoNCE-family objective in :mod:`jaxcl.losses`.
+For local queries ``q`` (``[Bq, D]``) and keys ``k`` (``[Bk, D]`` per device, ``N`` rows once
+gathered along ``axis_name``) it computes, for every query row ``i``::
+
+    s_ij    = scale * <q_i, k_j>
+    lse_i   = log sum_{j : mask(i, j)} exp(s_ij)  [+ the row's ``extra_logits``]
+    pos_i   = sum_{j : pos(i, j)} s_ij             (only when ``pos_fn`` is given)
+    npos_i  = #{j : pos(i, j)}
+
+Masks are not arrays: they are elementwise functions of per-row integer/bool *tags*
+(global sample index, view index, sample id, label, validity, ...). The tags of the keys
+travel with the keys (gathered, or passed around the ring), so a blockwise or ring
+implementation can rebuild the mask of any block without ever forming the ``Bq x N``
+matrix. ``mask_fn(qt, kt)`` receives dicts whose arrays are shaped ``[bq, 1]`` and
+``[1, bk]`` and returns a boolean ``[bq, bk]`` array.
+
+Implementations (``impl=``): ``"dense"`` gathers all keys and forms the logits at once.
+``"blockwise"`` and ``"ring"`` compute the same numbers with memory independent of ``N``
+(see :mod:`jaxcl.kernels.blockwise`); ``"auto"`` picks by size. A row with no candidate has
+``lse = -inf``; callers mask such rows out.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxcl import collectives
+
+Tags = Dict[str, jax.Array]
+MaskFn = Callable[[Tags, Tags], jax.Array]
+
+IMPLS = ("dense", "blockwise", "ring", "auto")
+# Above this many logits per device "auto" stops materialising the dense matrix.
+AUTO_DENSE_MAX_LOGITS = 1 << 24
+
+
+class LSEResult(NamedTuple):
+  lse: jax.Array
+  pos_sum: Optional[jax.Array] = None
+  pos_count: Optional[jax.Array] = None
+
+
+def logits(q, k, scale):
+  """``scale * q @ k.T`` accumulated in float32 (the only similarity product in jaxcl)."""
+  s = jnp.einsum("id,jd->ij", q, k, preferred_element_type=jnp.float32)
+  return s * jnp.asarray(scale, jnp.float32)
+
+
+def masked_logsumexp(s, mask, axis=-1):
+  """log-sum-exp of ``s`` over ``mask``; ``-inf`` where the mask is empty, NaN-free gradients."""
+  s_masked = jnp.where(mask, s, -jnp.inf)
+  m = jnp.max(s_masked, axis=axis, keepdims=True)
+  m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
+  total = jnp.sum(jnp.where(mask, jnp.exp(s - m), 0.0), axis=axis)
+  m = jnp.squeeze(m, axis)
+  safe = jnp.where(total > 0, total, 1.0)
+  return jnp.where(total > 0, jnp.log(safe) + m, -jnp.inf)
+
+
+def _expand(tags: Tags, where: int) -> Tags:
+  return {name: (v[:, None] if where == 0 else v[None, :]) for name, v in tags.items()}
+
+
+def _dense(q, k, scale, q_tags, k_tags, mask_fn, pos_fn, extra_logits, axis_name):
+  k = collectives.all_gather(k, axis_name)
+  k_tags = {n: collectives.all_gather(v, axis_name) for n, v in k_tags.items()}
+  s = logits(q, k, scale)
+  qt, kt = _expand(q_tags, 0), _expand(k_tags, 1)
+  mask = jnp.broadcast_to(mask_fn(qt, kt), s.shape)
+  if extra_logits is not None:
+    extra = extra_logits.astype(jnp.float32)
+    s_all = jnp.concatenate([s, extra], axis=1)
+    mask_all = jnp.concatenate([mask, jnp.isfinite(extra)], axis=1)
+    lse = masked_logsumexp(s_all, mask_all)
+  else:
+    lse = masked_logsumexp(s, mask)
+  if pos_fn is None:
+    return LSEResult(lse)
+  pos = jnp.broadcast_to(pos_fn(qt, kt), s.shape)
+  pos_sum = jnp.sum(jnp.where(pos, s, 0.0), axis=1)
+  pos_count = jnp.sum(pos, axis=1).astype(jnp.float32)
+  return LSEResult(lse, pos_sum, pos_count)
+
+
+def resolve_impl(impl: str, bq: int, bk: int, axis_name) -> str:
+  if impl not in IMPLS:
+    raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+  if impl != "auto":
+    return impl
+  n_keys = bk * (collectives.axis_size(axis_name) if axis_name is not None else 1)
+  if bq * n_keys <= AUTO_DENSE_MAX_LOGITS:
+    return "dense"
+  return "blockwise" if axis_name is None else "ring"
+
+
+def contrastive_lse(q, k, scale, *, q_tags: Optional[Tags] = None, k_tags: Optional[Tags] = None,
+                    mask_fn: Optional[MaskFn] = None, pos_fn: Optional[MaskFn] = None,
+                    extra_logits=None, axis_name=None, impl: str = "dense",
+                    block_size: int = 1024) -> LSEResult:
+  """Row-wise masked log-sum-exp of ``scale * q @ gather(k).T`` (see the module docstring).
+
+  Args:
+    q: ``[Bq, D]`` local queries (any float dtype; products accumulate in float32).
+    k: ``[Bk, D]`` local keys; gathered along ``axis_name`` when given.
+    scale: inverse temperature, Python float or traced scalar (it receives a gradient).
+    q_tags, k_tags: dicts of ``[Bq]`` / ``[Bk]`` arrays handed to ``mask_fn`` / ``pos_fn``.
+    mask_fn: ``(qt, kt) -> bool`` candidate mask; ``None`` means every key is a candidate.
+    pos_fn: ``(qt, kt) -> bool`` positive set whose logits are summed and counted.
+    extra_logits: ``[Bq, E]`` already-scaled logits of per-row extra candidates
+      (``-inf`` entries are ignored); folded into the log-sum-exp.
+    axis_name: mesh axis name(s) to gather keys over, inside ``shard_map``.
+    impl: ``"dense" | "blockwise" | "ring" | "auto"``.
+    block_size: key-block size for the blockwise / ring implementations.
+
+  Returns:
+    :class:`LSEResult` with ``lse`` ``[Bq]`` float32 and, if ``pos_fn`` is given,
+    ``pos_sum`` and ``pos_count``.
+  """
+  q_tags = dict(q_tags or {})
+  k_tags = dict(k_tags or {})
+  if mask_fn is None:
+    mask_fn = lambda qt, kt: jnp.ones((), bool)
+  impl = resolve_impl(impl, q.shape[0], k.shape[0], axis_name)
+  if impl == "dense":
+    return _dense(q, k, scale, q_tags, k_tags, mask_fn, pos_fn, extra_logits, axis_name)
+  from jaxcl.kernels import blockwise  # pylint: disable=g-import-not-at-top
+  return blockwise.contrastive_lse_tiled(
+      q, k, scale, q_tags=q_tags, k_tags=k_tags, mask_fn=mask_fn, pos_fn=pos_fn,
+      extra_logits=extra_logits, axis_name=axis_name, ring=(impl == "ring"),
+      block_size=block_size)

@@ -1,0 +1,137 @@
+"""Argument checks, normalisation and mask builders shared by the loss modules."""
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcl import collectives
+
+EPS = 1e-12
+
+
+def check_float(name: str, x, fn: str):
+  dtype = jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"{fn}: '{name}' must be a floating-point array, got dtype {dtype}")
+
+
+def check_rank(name: str, x, rank: int, fn: str, what: str):
+  if x.ndim != rank:
+    raise ValueError(f"{fn}: '{name}' must have rank {rank} ({what}), got shape {tuple(x.shape)}")
+
+
+def check_same(name_a, a, name_b, b, axis: int, fn: str, what: str, axis_b=None):
+  axis_b = axis if axis_b is None else axis_b
+  if a.shape[axis] != b.shape[axis_b]:
+    raise ValueError(f"{fn}: '{name_a}' and '{name_b}' must have the same {what}, got "
+                     f"{a.shape[axis]} and {b.shape[axis_b]} (shapes {tuple(a.shape)} and "
+                     f"{tuple(b.shape)})")
+
+
+def check_positive(name: str, value, fn: str):
+  """Checks a Python number is > 0; traced values (learnable temperatures) pass through."""
+  if isinstance(value, (numbers.Number, np.ndarray, np.generic)) and not isinstance(value, jax.Array):
+    if not np.all(np.asarray(value) > 0):
+      raise ValueError(f"{fn}: '{name}' must be > 0, got {value}")
+
+
+def embeddings(name: str, x, fn: str, rank: int = 2, what: str = "[batch, dim]"):
+  check_float(name, x, fn)
+  x = jnp.asarray(x)
+  check_rank(name, x, rank, fn, what)
+  return x
+
+
+def l2_normalize(x, axis=-1):
+  """``x / ||x||`` in float32; an all-zero row stays zero (finite value and gradient)."""
+  x = x.astype(jnp.float32)
+  sq = jnp.sum(x * x, axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq, EPS * EPS))
+
+
+def prepare(x, normalize: bool):
+  return l2_normalize(x) if normalize else x.astype(jnp.float32)
+
+
+def inv_temperature(temperature):
+  return 1.0 / jnp.asarray(temperature, jnp.float32)
+
+
+def valid_mask(valid, batch: int, fn: str):
+  if valid is None:
+    return jnp.ones((batch,), bool)
+  valid = jnp.asarray(valid)
+  if valid.shape != (batch,):
+    raise ValueError(f"{fn}: 'valid' must have shape ({batch},), got {tuple(valid.shape)}")
+  return valid.astype(bool)
+
+
+def sample_ids_array(sample_ids, batch: int, fn: str):
+  if sample_ids is None:
+    return None
+  sample_ids = jnp.asarray(sample_ids)
+  if sample_ids.shape != (batch,):
+    raise ValueError(f"{fn}: 'sample_ids' must have shape ({batch},), got {tuple(sample_ids.shape)}")
+  if not jnp.issubdtype(sample_ids.dtype, jnp.integer):
+    raise TypeError(f"{fn}: 'sample_ids' must be integers, got dtype {sample_ids.dtype}")
+  return sample_ids.astype(jnp.int32)
+
+
+def labels_array(labels, batch: int, fn: str, name: str = "labels"):
+  labels = jnp.asarray(labels)
+  if labels.shape != (batch,):
+    raise ValueError(f"{fn}: '{name}' must have shape ({batch},), got {tuple(labels.shape)}")
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(f"{fn}: '{name}' must be integers, got dtype {labels.dtype}")
+  return labels.astype(jnp.int32)
+
+
+def row_tags(batch: int, axis_name, *, view: int, valid, sample_ids=None, **extra):
+  """Tags of ``batch`` local rows: global sample index, view index, validity, optional ids."""
+  tags = {
+      "sample": collectives.global_row_index(batch, axis_name),
+      "view": jnp.full((batch,), view, jnp.int32),
+      "valid": valid,
+  }
+  if sample_ids is not None:
+    tags["id"] = sample_ids
+  tags.update(extra)
+  return tags
+
+
+def concat_tags(*tag_dicts):
+  return {n: jnp.concatenate([t[n] for t in tag_dicts]) for n in tag_dicts[0]}
+
+
+def candidate_mask(exclude_self=True, exclude_same_sample=False):
+  """Builds the standard candidate mask over tags.
+
+  A key is a candidate for a query when it is valid, is not the query itself (same sample
+  and view; only meaningful when queries and keys are the same embeddings), is not another
+  view of the same sample when ``exclude_same_sample`` (DCL), and -- when sample ids are
+  tagged -- is not a *different* sample carrying the query's id (duplicate / false negative).
+  """
+
+  def mask_fn(qt, kt):
+    same_sample = qt["sample"] == kt["sample"]
+    m = kt["valid"]
+    if exclude_self:
+      m = m & ~(same_sample & (qt["view"] == kt["view"]))
+    if exclude_same_sample:
+      m = m & ~same_sample
+    if "id" in qt and "id" in kt:
+      dup = (qt["id"] == kt["id"]) & ~same_sample
+      if "is_key" in kt:
+        dup = dup & kt["is_key"]
+      m = m & ~dup
+    return m
+
+  return mask_fn
+
+
+def finalize(loss, keep):
+  """Zeroes rows not in ``keep`` (padding, rows without any candidate): value and gradient 0."""
+  return jnp.where(keep, loss, 0.0)

@@ -1,0 +1,85 @@
+"""Multi-view objectives: MV-InfoNCE and MV-DHEL.
+
+Koromilas et al., "A Principled Framework for Multi-View Contrastive Learning", arXiv
+2507.06979 (reference code: pakoromilas/Multi-View-CL, ``models/losses.py``). ``views`` is
+``[B, K, D]``; ``e(a, b) = exp(<a, b> / T)`` on L2-normalised rows; ``N`` = global batch::
+
+    mv_info_nce_i = -log sum_{k != l} e(z^k_i, z^l_i)
+                    + log sum_k sum_{(j, m) != (i, k)} e(z^k_i, z^m_j)
+
+    mv_dhel_i     = -log sum_{k < l} e(z^k_i, z^l_i)
+                    + sum_k log sum_{j != i} e(z^k_i, z^k_j)
+
+MV-InfoNCE has one term per sample: the numerator holds all ordered cross-view positive pairs,
+the denominator every other embedding of the global batch for every view of ``i`` (positives
+included, self excluded). MV-DHEL decouples uniformity: each view is contrasted only with the
+same view of the other samples. With ``K = 2`` MV-DHEL is DHEL. The mean over the global batch
+of the returned values is the paper's ``L``.
+
+Distributed semantics: all ``K`` views of every row are gathered along ``axis_name``; the
+numerators are local (they only involve the sample's own views).
+
+Example:
+  >>> import jax, jaxcl
+  >>> v = jax.random.normal(jax.random.key(0), (8, 3, 16))
+  >>> jaxcl.losses.mv_dhel(v).shape
+  (8,)
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxcl.kernels import contrastive_lse
+from jaxcl.kernels.lse import masked_logsumexp
+from jaxcl.losses import _common as c
+
+
+def _views(fn, views, temperature, normalize, valid):
+  views = c.embeddings("views", views, fn, rank=3, what="[batch, views, dim]")
+  if views.shape[1] < 2:
+    raise ValueError(f"{fn}: 'views' needs at least 2 views (axis 1), got shape "
+                     f"{tuple(views.shape)}")
+  c.check_positive("temperature", temperature, fn)
+  b, k, _ = views.shape
+  return c.prepare(views, normalize), b, k, c.valid_mask(valid, b, fn), c.inv_temperature(temperature)
+
+
+def _positive_lse(u, scale, strict_upper):
+  """log sum over pairs of a sample's own views: ordered k != l, or k < l."""
+  k = u.shape[1]
+  s = jnp.einsum("bkd,bld->bkl", u, u) * scale
+  idx = jnp.arange(k)
+  pair = (idx[:, None] < idx[None, :]) if strict_upper else (idx[:, None] != idx[None, :])
+  return masked_logsumexp(s.reshape(u.shape[0], -1), pair.reshape(-1)[None, :])
+
+
+def mv_info_nce(views, *, temperature=0.2, axis_name=None, normalize=True, valid=None,
+                impl="dense", block_size=1024):
+  """MV-InfoNCE (one term per sample, all views in one softmax). Returns ``[B_local]``."""
+  u, b, k, valid, scale = _views("mv_info_nce", views, temperature, normalize, valid)
+  flat = jnp.swapaxes(u, 0, 1).reshape(k * b, -1)
+  tags = c.concat_tags(*[c.row_tags(b, axis_name, view=v, valid=valid) for v in range(k)])
+  res = contrastive_lse(flat, flat, scale, q_tags=tags, k_tags=tags,
+                        mask_fn=c.candidate_mask(exclude_self=True), axis_name=axis_name,
+                        impl=impl, block_size=block_size)
+  lse = res.lse.reshape(k, b)
+  denom = masked_logsumexp(lse.T, jnp.isfinite(lse.T))
+  per = denom - _positive_lse(u, scale, strict_upper=False)
+  return c.finalize(per, valid & jnp.isfinite(denom))
+
+
+def mv_dhel(views, *, temperature=0.2, axis_name=None, normalize=True, valid=None,
+            impl="dense", block_size=1024):
+  """MV-DHEL (alignment over view pairs, uniformity within each view). ``[B_local]``."""
+  u, b, k, valid, scale = _views("mv_dhel", views, temperature, normalize, valid)
+  tags = c.row_tags(b, axis_name, view=0, valid=valid)
+  mask_fn = c.candidate_mask(exclude_self=True, exclude_same_sample=True)
+  uniform = 0.0
+  finite = valid
+  for v in range(k):
+    res = contrastive_lse(u[:, v], u[:, v], scale, q_tags=tags, k_tags=tags, mask_fn=mask_fn,
+                          axis_name=axis_name, impl=impl, block_size=block_size)
+    finite = finite & jnp.isfinite(res.lse)
+    uniform = uniform + res.lse
+  per = uniform - _positive_lse(u, scale, strict_upper=True)
+  return c.finalize(per, finite)

@@ -1,0 +1,115 @@
+"""Two-view objectives: NT-Xent (SimCLR), DCL and DCLW.
+
+With ``u = [z1; z2]`` (2N L2-normalised rows of the global batch), anchor ``a = (i, v)`` and its
+positive ``p(a) = (i, 1 - v)``, ``s(a, b) = <u_a, u_b> / T``::
+
+    nt_xent_a = -s(a, p(a)) + log sum_{b != a}              exp s(a, b)       (SimCLR)
+    dcl_a     = -w_i s(a, p(a)) + log sum_{b : sample(b) != i} exp s(a, b)   (DCL, w_i = 1)
+    dclw: w_i = 2 - N * softmax_i( <z1_i, z2_i> / sigma )                     (DCLW)
+
+The per-example value returned for sample ``i`` is the mean of its two anchor losses, so the
+mean over the global batch is SimCLR's loss (``2N`` anchors averaged) and lightly's DCL
+reduction ``(mean L^(1) + mean L^(2)) / 2``; multiply by ``2N`` for the paper's sum.
+
+References: Chen et al., "A Simple Framework for Contrastive Learning of Visual
+Representations", arXiv 2002.05709. Yeh et al., "Decoupled Contrastive Learning", arXiv
+2110.06848.
+
+Distributed semantics: both views' rows and their tags are gathered along ``axis_name``; each
+device computes its local anchors against all ``2N`` global rows. DCLW's weights use the
+softmax over the *global* batch of positive similarities (lightly uses the local batch under
+DDP; the global choice is what makes sharded equal single-device) and are constants for the
+gradient (stop-gradient), as in the reference implementations. Padded rows (``valid``) are
+excluded from the softmax and ``N`` counts valid rows only.
+
+Example:
+  >>> import jax, jaxcl
+  >>> z1 = jax.random.normal(jax.random.key(0), (8, 16)); z2 = z1 + 0.1
+  >>> float(jaxcl.losses.nt_xent(z1, z2).mean()) > 0
+  True
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxcl import collectives
+from jaxcl.kernels import contrastive_lse
+from jaxcl.losses import _common as c
+
+
+def _two_view(fn, z1, z2, temperature, axis_name, normalize, sample_ids, valid, impl,
+              block_size, exclude_same_sample):
+  z1 = c.embeddings("z1", z1, fn)
+  z2 = c.embeddings("z2", z2, fn)
+  c.check_same("z1", z1, "z2", z2, 0, fn, "batch size")
+  c.check_same("z1", z1, "z2", z2, 1, fn, "feature size")
+  c.check_positive("temperature", temperature, fn)
+  b = z1.shape[0]
+  valid = c.valid_mask(valid, b, fn)
+  ids = c.sample_ids_array(sample_ids, b, fn)
+  scale = c.inv_temperature(temperature)
+  u1, u2 = c.prepare(z1, normalize), c.prepare(z2, normalize)
+  u = jnp.concatenate([u1, u2], axis=0)
+  tags = c.concat_tags(c.row_tags(b, axis_name, view=0, valid=valid, sample_ids=ids),
+                       c.row_tags(b, axis_name, view=1, valid=valid, sample_ids=ids))
+  res = contrastive_lse(u, u, scale, q_tags=tags, k_tags=tags,
+                        mask_fn=c.candidate_mask(exclude_self=True,
+                                                 exclude_same_sample=exclude_same_sample),
+                        axis_name=axis_name, impl=impl, block_size=block_size)
+  lse = res.lse.reshape(2, b)
+  pos_sim = jnp.sum(u1 * u2, axis=-1)
+  keep = valid & jnp.all(jnp.isfinite(lse), axis=0)
+  return lse, pos_sim, scale, valid, keep
+
+
+def nt_xent(z1, z2, *, temperature=0.5, axis_name=None, normalize=True, sample_ids=None,
+            valid=None, impl="dense", block_size=1024):
+  """SimCLR's NT-Xent over ``2N`` anchors (self excluded, other view positive). ``[B_local]``.
+
+  Args:
+    z1, z2: ``[B, D]`` the two views' embeddings (row ``i`` of each is the same sample).
+    temperature: ``T`` (SimCLR uses 0.5 at batch 256..4096, 0.1-0.2 at larger batch).
+    sample_ids: ``[B]`` ints; rows of *other* samples with the same id are removed from
+      every denominator (both views).
+    valid: ``[B]`` bool padding mask.
+  """
+  lse, pos_sim, scale, _, keep = _two_view("nt_xent", z1, z2, temperature, axis_name,
+                                           normalize, sample_ids, valid, impl, block_size,
+                                           exclude_same_sample=False)
+  per = 0.5 * (lse[0] + lse[1]) - pos_sim * scale
+  return c.finalize(per, keep)
+
+
+def dcl(z1, z2, *, temperature=0.1, axis_name=None, normalize=True, sample_ids=None,
+        valid=None, impl="dense", block_size=1024):
+  """Decoupled contrastive loss: NT-Xent with both views of the anchor's sample removed
+  from the denominator. ``[B_local]``; see the module docstring for the equation."""
+  lse, pos_sim, scale, _, keep = _two_view("dcl", z1, z2, temperature, axis_name, normalize,
+                                           sample_ids, valid, impl, block_size,
+                                           exclude_same_sample=True)
+  per = 0.5 * (lse[0] + lse[1]) - pos_sim * scale
+  return c.finalize(per, keep)
+
+
+def dclw_weights(pos_sim, valid, sigma, axis_name=None):
+  """``w_i = 2 - N softmax_i(pos_sim / sigma)`` over the valid rows of the global batch."""
+  x = jnp.where(valid, jax.lax.stop_gradient(pos_sim) / sigma, -jnp.inf)
+  m = collectives.pmax(jnp.max(x), axis_name)
+  e = jnp.where(valid, jnp.exp(x - m), 0.0)
+  total = collectives.psum(jnp.sum(e), axis_name)
+  n = collectives.psum(jnp.sum(valid.astype(jnp.float32)), axis_name)
+  return 2.0 - n * e / total
+
+
+def dclw(z1, z2, *, temperature=0.1, sigma=0.5, axis_name=None, normalize=True,
+         sample_ids=None, valid=None, impl="dense", block_size=1024):
+  """DCL with the von Mises-Fisher positive weight ``w_i = 2 - N softmax(<z1_i, z2_i>/sigma)``
+  (stop-gradient; softmax over the global batch). ``[B_local]``."""
+  c.check_positive("sigma", sigma, "dclw")
+  lse, pos_sim, scale, valid, keep = _two_view("dclw", z1, z2, temperature, axis_name,
+                                               normalize, sample_ids, valid, impl, block_size,
+                                               exclude_same_sample=True)
+  w = jax.lax.stop_gradient(dclw_weights(pos_sim, valid, sigma, axis_name))
+  per = 0.5 * (lse[0] + lse[1]) - w * pos_sim * scale
+  return c.finalize(per, keep)
