@@ -1,0 +1,9 @@
+"""Evaluation of frozen representations: linear probe, weighted kNN, retrieval, plots.
+
+``jaxcl.eval.evaluate`` runs them on an encoder and writes ``workdir/eval.json``.
+"""
+from jaxcl.eval.knn import knn_accuracy, knn_predict
+from jaxcl.eval.probe import fit_logistic, linear_probe
+from jaxcl.eval.retrieval import retrieval_recall
+
+__all__ = ["knn_accuracy", "knn_predict", "fit_logistic", "linear_probe", "retrieval_recall"]
