@@ -1,0 +1,74 @@
+"""What each dataset is: kind, per-example shape, classes and split sizes (no I/O here).
+
+``info(name)`` answers from this table without touching the disk, so configs can be checked
+(shapes, class counts, batch divisibility) before anything is generated or read.
+
+Example:
+  >>> from jaxcl import data
+  >>> data.info("mnist1d").shape
+  (40, 1)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Static description of one dataset.
+
+  Attributes:
+    name: registry name (also the tfds builder name).
+    kind: ``"signal1d" | "image" | "tabular"``; selects the default views.
+    shape: per-example input shape: ``[length, channels]`` for signals, ``[H, W, C]`` for
+      images, ``[F]`` for tabular data.
+    num_classes: number of labels; ``0`` for regression (``y`` is then float32).
+    splits: split name -> number of examples.
+    embedded: True when the data is generated offline by jaxcl (no download ever).
+  """
+  name: str
+  kind: str
+  shape: tuple[int, ...]
+  num_classes: int
+  splits: Mapping[str, int]
+  embedded: bool = True
+
+  @property
+  def is_regression(self) -> bool:
+    return self.num_classes == 0
+
+
+# Split sizes are fixed by the generators in ``embedded.py`` (80/20 split, test = the rest);
+# ``tests/test_data.py`` checks they agree with what is generated.
+_INFOS = {
+    "mnist1d": DatasetInfo("mnist1d", "signal1d", (40, 1), 10, {"train": 4000, "test": 1000}),
+    "digits": DatasetInfo("digits", "image", (8, 8, 1), 10, {"train": 1437, "test": 360}),
+    "wine": DatasetInfo("wine", "tabular", (13,), 3, {"train": 142, "test": 36}),
+    "breast_cancer": DatasetInfo("breast_cancer", "tabular", (30,), 2,
+                                 {"train": 455, "test": 114}),
+    "diabetes": DatasetInfo("diabetes", "tabular", (10,), 0, {"train": 353, "test": 89}),
+    "cifar10": DatasetInfo("cifar10", "image", (32, 32, 3), 10, {"train": 50000, "test": 10000},
+                           embedded=False),
+}
+
+DATASETS = tuple(_INFOS)
+EMBEDDED = tuple(n for n, i in _INFOS.items() if i.embedded)
+
+
+def check_name(name: str) -> str:
+  if name not in _INFOS:
+    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+  return name
+
+
+def check_split(name: str, split: str) -> str:
+  splits = _INFOS[check_name(name)].splits
+  if split not in splits:
+    raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {', '.join(splits)}")
+  return split
+
+
+def info(name: str) -> DatasetInfo:
+  """The static :class:`DatasetInfo` of ``name``; ``ValueError`` listing the names if unknown."""
+  return _INFOS[check_name(name)]

@@ -1,0 +1,171 @@
+"""Reading: whole splits as arrays (``load_arrays``) and sharded, resumable grain loaders.
+
+Both read through ``tfds.data_source`` (``array_record``, random access, no TensorFlow): the
+embedded datasets are prepared on first use by ``builders.prepare``; CIFAR-10 must already
+be prepared in ``array_record`` format in the data dir (``tfds build cifar10
+--file_format=array_record`` on a machine with network) and is never downloaded here.
+
+``make_loader`` is a ``grain.DataLoader`` over that source with an ``IndexSampler`` that
+shards the records by JAX process (``ShardByJaxProcess``), shuffles them from ``seed`` and
+repeats for ``num_epochs``; each process receives ``global_batch_size / process_count``
+examples per step. The returned iterator is a ``grain.DataLoaderIterator`` whose
+``get_state()`` is ``bytes`` (UTF-8 JSON text: ``last_seen_indices``, ``last_worker_index``,
+``worker_count``, ``sampler`` and ``data_source`` reprs); ``json.loads(state)`` gives a plain
+dict for ``orbax``'s ``JsonSave`` and ``json.dumps(d).encode()`` gives it back to
+``set_state``. After ``set_state(s)`` the iterator yields exactly the batches that followed
+the moment ``s`` was taken.
+
+Example:
+  >>> from jaxcl import data
+  >>> it = data.make_loader("wine", "train", global_batch_size=16, seed=0)
+  >>> batch = next(it); batch["x"].shape, batch["y"].dtype
+  ((16, 13), dtype('int32'))
+  >>> state = it.get_state(); expected = next(it)["y"]
+  >>> it.set_state(state); bool((next(it)["y"] == expected).all())
+  True
+"""
+from __future__ import annotations
+
+import functools
+
+import grain
+import numpy as np
+
+from jaxcl.data import catalog
+
+
+def _to_xy(name):
+  """Record dict of the stored features -> ``{"x": float32, "y": int32 | float32}``."""
+  meta = catalog.info(name)
+  y_dtype = np.float32 if meta.is_regression else np.int32
+  if name == "cifar10":  # tfds features: image uint8 [32, 32, 3], label int64, id str
+    return lambda r: {"x": np.asarray(r["image"], np.float32) / 255.0,
+                      "y": np.asarray(r["label"], y_dtype)}
+  return lambda r: {"x": np.asarray(r["x"], np.float32), "y": np.asarray(r["y"], y_dtype)}
+
+
+class _ToXY(grain.transforms.Map):
+  """Picklable grain map (workers pickle operations) wrapping ``_to_xy(name)``."""
+
+  def __init__(self, name):
+    self._name = name
+    self._fn = _to_xy(name)
+
+  def __getstate__(self):
+    return {"_name": self._name}
+
+  def __setstate__(self, state):
+    self.__init__(state["_name"])
+
+  def map(self, element):
+    return self._fn(element)
+
+
+def data_source(name: str, split: str, *, data_dir=None):
+  """``tfds.data_source(name, split)``, preparing embedded datasets first; never downloads."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from jaxcl.data import builders  # pylint: disable=g-import-not-at-top
+  catalog.check_split(name, split)
+  root = builders.resolve_data_dir(data_dir)
+  if catalog.info(name).embedded:
+    builders.prepare(name, root)
+    return tfds.data_source(name, split=split, data_dir=root, download=False)
+  try:
+    return tfds.data_source(name, split=split, data_dir=root, download=False)
+  except Exception as e:  # tfds raises several types for "not prepared here"
+    raise FileNotFoundError(
+        f"dataset {name!r} is not prepared in array_record format under {root!r} (jaxcl never "
+        f"downloads). On a machine with network run `tfds build {name} "
+        f"--file_format=array_record --data_dir={root}` and copy the directory.") from e
+
+
+@functools.lru_cache(maxsize=None)
+def _embedded_arrays(name, split, root):
+  src = data_source(name, split, data_dir=root)
+  out = _stack([src[i] for i in range(len(src))], _to_xy(name))
+  for v in out.values():
+    v.setflags(write=False)  # shared by every caller of the cache
+  return out
+
+
+def _stack(records, to_xy):
+  xy = [to_xy(r) for r in records]
+  return {k: np.stack([e[k] for e in xy]) for k in ("x", "y")}
+
+
+def load_arrays(name: str, split: str, *, data_dir=None) -> dict[str, np.ndarray]:
+  """The whole split in memory: ``{"x": float32 [N, *shape], "y": int32|float32 [N]}``.
+
+  Deterministic: the stored order, identical on every call and in every process. Embedded
+  datasets are cached per process and returned read-only (copy before writing in place).
+  """
+  from jaxcl.data import builders  # pylint: disable=g-import-not-at-top
+  catalog.check_split(name, split)
+  root = builders.resolve_data_dir(data_dir)
+  if catalog.info(name).embedded:
+    return dict(_embedded_arrays(name, split, root))
+  src = data_source(name, split, data_dir=root)
+  return _stack([src[i] for i in range(len(src))], _to_xy(name))
+
+
+class _ArraySource:
+  """grain ``RandomAccessDataSource`` over in-memory ``{"x", "y"}`` arrays."""
+
+  def __init__(self, name, split, arrays):
+    self._desc = f"ArraySource({name!r}, {split!r}, n={len(arrays['y'])})"
+    self._arrays = arrays
+
+  def __len__(self):
+    return len(self._arrays["y"])
+
+  def __getitem__(self, i):
+    return {"x": self._arrays["x"][i], "y": self._arrays["y"][i]}
+
+  def __repr__(self):  # part of the checkpointed iterator state; must not hold a path
+    return self._desc
+
+
+def make_loader(name: str, split: str, *, global_batch_size: int, seed: int, shuffle=True,
+                num_epochs=None, drop_remainder=True, data_dir=None, worker_count=0,
+                shard_options=None, in_memory=False):
+  """A resumable grain iterator of per-process batches ``{"x", "y"}`` of ``name/split``.
+
+  Args:
+    global_batch_size: examples per step over all processes; each process gets
+      ``global_batch_size // shard_count`` (``ValueError`` naming it if not divisible).
+    seed: shuffle seed (non-negative 32-bit int); the order is a pure function of it.
+    shuffle: global shuffle, a fresh permutation every epoch.
+    num_epochs: ``None`` repeats forever.
+    drop_remainder: drop a last incomplete batch.
+    worker_count: grain worker processes (0: read in the calling process).
+    shard_options: ``grain.sharding.ShardOptions``; default ``ShardByJaxProcess`` (every
+      process sees a disjoint, equal-sized part of the records).
+    in_memory: serve from ``load_arrays`` (read once through ``tfds.data_source``) instead of
+      decoding each record from ``array_record`` on every step; the same order, batches and
+      state semantics, about ten times faster for the small embedded datasets.
+
+  Returns:
+    A ``grain.DataLoaderIterator`` with ``get_state() -> bytes`` / ``set_state(bytes)``
+    (see the module docstring for the format).
+  """
+  catalog.check_split(name, split)
+  if shard_options is None:
+    shard_options = grain.sharding.ShardByJaxProcess(drop_remainder=True)
+  if global_batch_size <= 0 or global_batch_size % shard_options.shard_count:
+    raise ValueError(
+        f"make_loader: 'global_batch_size' ({global_batch_size}) must be a positive multiple "
+        f"of the number of processes ({shard_options.shard_count})")
+  if in_memory:
+    source = _ArraySource(name, split, load_arrays(name, split, data_dir=data_dir))
+    ops = [grain.transforms.Batch(global_batch_size // shard_options.shard_count,
+                                  drop_remainder=drop_remainder)]
+  else:
+    source = data_source(name, split, data_dir=data_dir)
+    ops = [_ToXY(name), grain.transforms.Batch(global_batch_size // shard_options.shard_count,
+                                               drop_remainder=drop_remainder)]
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source), shard_options=shard_options, shuffle=shuffle,
+      num_epochs=num_epochs, seed=seed)
+  loader = grain.DataLoader(data_source=source, sampler=sampler, operations=ops,
+                            worker_count=worker_count)
+  return iter(loader)
