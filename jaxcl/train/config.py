@@ -1,0 +1,184 @@
+"""The trainer's configuration schema and its validation.
+
+Every recipe in ``configs/`` starts from :func:`default_config` and overrides fields, so a
+misspelt key is an error at the line that sets it (the ConfigDict is locked). :func:`validate`
+repeats the check for configs built from scratch and checks everything that can be known
+before any compilation: known keys, loss / optimiser names and kwargs, dataset name, and that
+the global batch divides over devices and processes.
+
+Example:
+  >>> from jaxcl.train import config as cfg
+  >>> c = cfg.default_config(); c.data.name = "mnist1d"
+  >>> c.batch_size = 7
+  >>> cfg.check_batch(c, num_devices=8, num_processes=1)  # doctest: +IGNORE_EXCEPTION_DETAIL
+  Traceback (most recent call last):
+  ConfigError: config.batch_size=7 is not divisible by the number of devices (8) ...
+"""
+from __future__ import annotations
+
+import inspect
+
+import ml_collections
+
+# Sub-dicts whose keys are the keyword arguments of a function chosen by another field: they
+# are checked against that function's signature instead of against the schema.
+FREE_FORM = ("augment.params", "model.encoder_kwargs", "loss.kwargs")
+OPTIMIZERS = ("lars", "adamw", "sgd")
+
+
+class ConfigError(ValueError):
+  """A configuration problem found before training starts."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key the trainer reads, with its default."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 256          # global batch, over all devices of all processes
+  c.num_steps = 1000
+  c.log_every = 50
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ""            # one of jaxcl.data's datasets (mnist1d, digits, cifar10, ...)
+  c.data.data_dir = ml_collections.config_dict.placeholder(str)
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.worker_count = 0
+  c.data.in_memory = True     # embedded datasets: read once, serve from memory (same order)
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.kind = ""         # "" = the dataset's kind (signal1d, image, tabular)
+  c.augment.params = ml_collections.ConfigDict()  # kwargs of jaxcl.augment.make_view_fn
+
+  c.model = ml_collections.ConfigDict()
+  c.model.encoder = "mlp"
+  c.model.encoder_kwargs = ml_collections.ConfigDict()  # kwargs of jaxcl.models.build_encoder
+  c.model.head_hidden = 256
+  c.model.head_out = 128
+  c.model.head_layers = 2
+  c.model.head_bn = True
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "nt_xent"     # any two-view function of jaxcl.losses: fn(z1, z2, axis_name=...)
+  c.loss.kwargs = ml_collections.ConfigDict({"temperature": 0.5})
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "adamw"      # lars | adamw | sgd
+  c.optim.lr = 1e-3           # peak learning rate of the warmup-cosine schedule
+  c.optim.warmup_steps = 100
+  c.optim.end_lr_factor = 0.0
+  c.optim.weight_decay = 1e-4
+  c.optim.momentum = 0.9      # sgd / lars
+  c.optim.lars_trust = 1e-3
+  c.optim.clip_norm = 0.0     # 0 = no clipping
+
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.fsdp = False     # shard big parameters (and their optimiser state) over 'data'
+  c.sharding.fsdp_min_size = 1 << 18
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 500
+  c.checkpoint.keep = 2
+  c.checkpoint.use_async = True
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every = 0            # 0 = only at the end
+  c.eval.at_end = True
+  c.eval.baselines = True     # also probe the raw inputs and the randomly initialised encoder
+  c.eval.knn_k = 20
+  c.eval.knn_temperature = 0.07
+  c.eval.probe_steps = 200
+  c.eval.probe_l2 = (1e-6, 1e-5, 1e-4, 1e-3)
+  c.eval.probe_val_fraction = 0.1
+  c.eval.batch_size = 1024
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ""
+  c.distributed.num_processes = 0
+  c.distributed.process_id = -1
+
+  c.plots = True
+  c.progress = True
+
+  c.debug = ml_collections.ConfigDict()
+  c.debug.nan_at_step = -1    # test hook: the loss becomes NaN at this step
+  c.debug.sigkill_at_step = -1  # test hook: SIGKILL self after this step (checkpoints flushed)
+  return c
+
+
+def _walk(c, prefix=""):
+  for key, value in c.items():
+    path = f"{prefix}{key}"
+    yield path, value
+    if isinstance(value, ml_collections.ConfigDict) and path not in FREE_FORM:
+      yield from _walk(value, path + ".")
+
+
+def check_keys(config, schema=None):
+  """Every key of ``config`` must exist in the schema (free-form sub-dicts excepted)."""
+  schema = default_config() if schema is None else schema
+  known = {p for p, _ in _walk(schema)}
+  for path, _ in _walk(config):
+    if path not in known:
+      raise ConfigError(f"unknown config key 'config.{path}'")
+
+
+def check_kwargs(fn, kwargs, where, reserved=()):
+  """``kwargs`` must be accepted by ``fn`` (unless it takes ``**kwargs``)."""
+  params = inspect.signature(fn).parameters
+  if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+    return
+  for key in kwargs:
+    if key not in params or key in reserved:
+      raise ConfigError(f"unknown key 'config.{where}.{key}': {fn.__name__} takes "
+                        f"{sorted(k for k in params if k not in reserved)}")
+
+
+def loss_fn(config):
+  import jaxcl.losses
+  name = config.loss.name
+  fn = getattr(jaxcl.losses, name, None)
+  if name not in jaxcl.losses.__all__ or fn is None:
+    raise ConfigError(f"config.loss.name={name!r} is not a jaxcl.losses function "
+                      f"(available: {', '.join(jaxcl.losses.__all__)})")
+  check_kwargs(fn, config.loss.kwargs, "loss.kwargs", reserved=("axis_name",))
+  return fn
+
+
+def check_batch(config, num_devices, num_processes):
+  b = config.batch_size
+  if b <= 0 or b % num_devices:
+    raise ConfigError(f"config.batch_size={b} is not divisible by the number of devices "
+                      f"({num_devices}); use a multiple of {num_devices}")
+  if b % num_processes:
+    raise ConfigError(f"config.batch_size={b} is not divisible by the number of processes "
+                      f"({num_processes})")
+
+
+def dataset_info(config):
+  import jaxcl.data
+  name = config.data.name
+  if not name:
+    raise ConfigError("config.data.name is not set: name a dataset of jaxcl.data")
+  try:
+    return jaxcl.data.info(name)
+  except (KeyError, ValueError) as e:
+    raise ConfigError(f"config.data.name={name!r}: unknown or missing dataset ({e})") from e
+
+
+def validate(config, *, num_devices, num_processes):
+  """All checks that need no compilation. Returns the dataset's ``DatasetInfo``."""
+  check_keys(config)
+  if config.optim.name not in OPTIMIZERS:
+    raise ConfigError(f"config.optim.name={config.optim.name!r} is not one of {OPTIMIZERS}")
+  for key in ("num_steps", "log_every"):
+    if config[key] <= 0:
+      raise ConfigError(f"config.{key} must be > 0, got {config[key]}")
+  loss_fn(config)
+  check_batch(config, num_devices, num_processes)
+  info = dataset_info(config)
+  for split in (config.data.train_split, config.data.eval_split):
+    if info.splits and split not in info.splits:
+      raise ConfigError(f"config.data: dataset {info.name!r} has no split {split!r} "
+                        f"(splits: {list(info.splits)})")
+  return info

@@ -1,0 +1,220 @@
+"""The training loop: validate, build, resume, train, checkpoint, evaluate, plot.
+
+``train(config, workdir)`` is everything ``python -m jaxcl.main`` does. Order of work:
+
+1. ``jax.distributed.initialize`` if multi-process; validate the config (no compilation yet);
+2. mesh over all devices, model / optimiser / sharded state, data iterator;
+3. resume from the latest checkpoint in ``workdir/checkpoints`` (state *and* data position);
+4. train with a NaN/Inf guard (stops, naming the step, before a bad state is saved), logging
+   to ``metrics.jsonl`` / TensorBoard / tqdm, saving every ``checkpoint.every`` steps and
+   evaluating every ``eval.every`` steps;
+5. final evaluation of the raw inputs, the random encoder and the trained encoder
+   (``eval.json``, Markdown table), plots.
+
+Example:
+  >>> from configs import simclr_mnist1d  # doctest: +SKIP
+  >>> train(simclr_mnist1d.get_config(), "runs/x")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcl.train import checkpoint as ckpt
+from jaxcl.train import config as cfg
+from jaxcl.train import distributed, logger
+from jaxcl.train.optim import make_optimizer
+from jaxcl.train.sharding import global_batch, make_mesh
+from jaxcl.train.step import build_model, create_state, init_variables, make_train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the run stopped without saving the bad state."""
+
+
+def setup(config, *, devices=None):
+  """Validated pieces shared by training, the step tests and the notebook."""
+  info = cfg.validate(config, num_devices=len(devices) if devices else jax.device_count(),
+                      num_processes=jax.process_count())
+  from jaxcl import augment
+  mesh = make_mesh(devices)
+  loss = functools.partial(cfg.loss_fn(config), **dict(config.loss.kwargs))
+  view_fn = augment.make_view_fn(config.augment.kind or info.kind, **dict(config.augment.params))
+  model = build_model(config.model, bn_axis_name="data")
+  eval_model = build_model(config.model, bn_axis_name=None)
+  tx, schedule = make_optimizer(config.optim, config.num_steps)
+  rng = jax.random.PRNGKey(config.seed)
+  state, shardings = create_state(mesh, eval_model, tx, rng, info.shape,
+                                  fsdp=config.sharding.fsdp,
+                                  fsdp_min_size=config.sharding.fsdp_min_size)
+  step = make_train_step(mesh, model, tx, loss, view_fn, schedule, shardings,
+                         nan_at_step=config.debug.nan_at_step)
+  return dict(info=info, mesh=mesh, model=model, eval_model=eval_model, view_fn=view_fn,
+              tx=tx, schedule=schedule, state=state, shardings=shardings, step=step, rng=rng)
+
+
+def _loader(config, split, shuffle=True):
+  from jaxcl import data
+  return data.make_loader(config.data.name, split, global_batch_size=config.batch_size,
+                          seed=config.seed, shuffle=shuffle, num_epochs=None,
+                          drop_remainder=True, data_dir=config.data.data_dir,
+                          worker_count=config.data.worker_count, in_memory=config.data.in_memory)
+
+
+def _print0(*args):
+  if jax.process_index() == 0:
+    print(*args, flush=True)
+
+
+def train(config, workdir):
+  """Trains (resuming if ``workdir`` has checkpoints) and evaluates. Returns the eval dict."""
+  distributed.maybe_initialize(config.distributed)
+  parts = setup(config)
+  info, mesh, state = parts["info"], parts["mesh"], parts["state"]
+  os.makedirs(workdir, exist_ok=True)
+  iterator = _loader(config, config.data.train_split)
+  mngr = ckpt.manager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                      keep=config.checkpoint.keep, use_async=config.checkpoint.use_async)
+  restored = ckpt.restore_latest(mngr, state, iterator)
+  if restored is not None:
+    state = restored
+    _print0(f"resumed from step {int(state.step)} in {workdir}/checkpoints")
+  start = int(state.step)
+  evaluator = Evaluator(config, parts, workdir)
+  writer = logger.MetricWriter(workdir)
+  bar = logger.progress(config.num_steps, start, config.progress)
+  train_step = parts["step"]
+  t0, seen = time.time(), 0
+  try:
+    for step in range(start, config.num_steps):
+      batch = next(iterator)
+      batch = global_batch(mesh, {"x": batch["x"], "y": batch["y"]})
+      state, metrics = train_step(state, batch)
+      loss = float(metrics["loss"])
+      done = step + 1
+      if not math.isfinite(loss):
+        mngr.wait_until_finished()
+        raise NonFiniteLossError(
+            f"non-finite loss ({loss}) at step {step}: training stopped; the last good "
+            f"checkpoint is step {mngr.latest_step()} in {workdir}/checkpoints (not overwritten)")
+      seen += config.batch_size
+      if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{seen / max(time.time() - t0, 1e-9):.0f}")
+      if done % config.log_every == 0 or done == config.num_steps:
+        now = time.time()
+        scalars = {k: float(v) for k, v in metrics.items()}
+        scalars["examples_per_s"] = seen / max(now - t0, 1e-9)
+        writer.write(done, scalars)
+        t0, seen = now, 0
+      if done % config.checkpoint.every == 0 or done == config.num_steps:
+        ckpt.save(mngr, done, state, iterator)
+      if config.eval.every and done % config.eval.every == 0 and done != config.num_steps:
+        evaluator.during(done, state)
+      if done == config.debug.sigkill_at_step:  # test hook: die without any cleanup
+        mngr.wait_until_finished()
+        os.kill(os.getpid(), signal.SIGKILL)
+  finally:
+    if bar is not None:
+      bar.close()
+    mngr.wait_until_finished()
+    writer.close()
+  results = evaluator.final(state) if config.eval.at_end else {}
+  mngr.close()
+  return results
+
+
+class Evaluator:
+  """Probe / kNN / geometry of the encoder features, history, ``eval.json`` and plots."""
+
+  def __init__(self, config, parts, workdir):
+    self.config, self.parts, self.workdir = config, parts, workdir
+    self.path = os.path.join(workdir, "eval.json")
+    self.history = []
+    if os.path.exists(self.path):  # resumed run: keep the curve measured before the restart
+      with open(self.path) as f:
+        self.history = json.load(f).get("history", [])
+    self._data = None
+
+  def data(self):
+    if self._data is None:
+      from jaxcl import data
+      c = self.config.data
+      self._data = (data.load_arrays(c.name, c.train_split, data_dir=c.data_dir),
+                    data.load_arrays(c.name, c.eval_split, data_dir=c.data_dir))
+    return self._data
+
+  def _features(self, params, batch_stats, x):
+    from jaxcl.eval.evaluate import encode
+    model = self.parts["eval_model"]
+    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+    apply = lambda v, xb: model.apply(v, xb, train=False)[0]
+    return encode(apply, variables, x, self.parts["mesh"], self.config.eval.batch_size)
+
+  def measure(self, params, batch_stats, geometry=True):
+    from jaxcl.eval import evaluate
+    train, test = self.data()
+    ftr = self._features(params, batch_stats, train["x"])
+    fte = self._features(params, batch_stats, test["x"])
+    res = evaluate.evaluate_features(ftr, train["y"], fte, test["y"],
+                                     self.parts["info"].num_classes, self.config.eval,
+                                     self.config.seed)
+    if geometry:
+      key = jax.random.PRNGKey(self.config.seed + 1)
+      x = jnp.asarray(test["x"][:evaluate.GEOMETRY_ROWS])
+      from jaxcl.train.step import per_example_views
+      idx = jnp.arange(len(x))
+      v1 = per_example_views(self.parts["view_fn"], jax.random.fold_in(key, 0), idx, x)
+      v2 = per_example_views(self.parts["view_fn"], jax.random.fold_in(key, 1), idx, x)
+      res.update(evaluate.geometry(fte, self._features(params, batch_stats, np.asarray(v1)),
+                                   self._features(params, batch_stats, np.asarray(v2))))
+    return res, fte
+
+  def during(self, step, state):
+    res, _ = self.measure(state.params, state.batch_stats, geometry=False)
+    self.history.append({"step": int(step), **res})
+    self._write({})
+    _print0(f"step {step}: linear probe {100 * res['linear_probe']:.2f}%  "
+            f"kNN {100 * res['knn']:.2f}%")
+
+  def final(self, state):
+    from jaxcl.eval import evaluate, plots
+    train, test = self.data()
+    table = {}
+    if self.config.eval.baselines:
+      raw = evaluate.evaluate_features(train["x"], train["y"], test["x"], test["y"],
+                                       self.parts["info"].num_classes, self.config.eval,
+                                       self.config.seed)
+      flat = np.asarray(test["x"]).reshape(len(test["x"]), -1)
+      raw.update(evaluate.geometry(flat))
+      table["raw inputs"] = raw
+      params, stats = init_variables(self.parts["eval_model"], self.parts["rng"],
+                                     self.parts["info"].shape)
+      table["random encoder"], _ = self.measure(params, stats)
+    trained, feats = self.measure(state.params, state.batch_stats)
+    name = f"{self.config.loss.name} encoder (step {int(state.step)})"
+    table[name] = trained
+    self.history = [h for h in self.history if h["step"] != int(state.step)]
+    self.history.append({"step": int(state.step), **trained})
+    self._write(table)
+    md = evaluate.markdown_table(table, k=self.config.eval.knn_k)
+    _print0(f"\n{self.config.data.name} test accuracy\n{md}")
+    if self.config.plots and jax.process_index() == 0:
+      baselines = {k: v for k, v in table.items() if k != name}
+      plots.write_all(self.workdir, logger.read_metrics(self.workdir), self.history, baselines,
+                      feats, test["y"])
+    return {"final": table, "history": self.history, "markdown": md}
+
+  def _write(self, table):
+    if jax.process_index() != 0:
+      return
+    with open(self.path, "w") as f:
+      json.dump({"final": table, "history": self.history}, f, indent=2)
