@@ -111,8 +111,8 @@ def load_arrays(name: str, split: str, *, data_dir=None) -> dict[str, np.ndarray
 class _ArraySource:
   """grain ``RandomAccessDataSource`` over in-memory ``{"x", "y"}`` arrays."""
 
-  def __init__(self, name, split, arrays):
-    self._desc = f"ArraySource({name!r}, {split!r}, n={len(arrays['y'])})"
+  def __init__(self, arrays, desc):
+    self._desc = desc
     self._arrays = arrays
 
   def __len__(self):
@@ -121,7 +121,9 @@ class _ArraySource:
   def __getitem__(self, i):
     return {"x": self._arrays["x"][i], "y": self._arrays["y"][i]}
 
-  def __repr__(self):  # part of the checkpointed iterator state; must not hold a path
+  def __repr__(self):
+    # grain validates a restored state against repr(data_source); reusing the repr of the
+    # tfds source the arrays were read from makes states of both loader kinds interchangeable.
     return self._desc
 
 
@@ -156,7 +158,8 @@ def make_loader(name: str, split: str, *, global_batch_size: int, seed: int, shu
         f"make_loader: 'global_batch_size' ({global_batch_size}) must be a positive multiple "
         f"of the number of processes ({shard_options.shard_count})")
   if in_memory:
-    source = _ArraySource(name, split, load_arrays(name, split, data_dir=data_dir))
+    source = _ArraySource(load_arrays(name, split, data_dir=data_dir),
+                          repr(data_source(name, split, data_dir=data_dir)))
     ops = [grain.transforms.Batch(global_batch_size // shard_options.shard_count,
                                   drop_remainder=drop_remainder)]
   else:
