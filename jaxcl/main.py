@@ -1,0 +1,55 @@
+"""Command line: ``python -m jaxcl.main --config=configs/simclr_mnist1d.py --workdir=runs/x``.
+
+Any config field can be overridden with ``--config.<key>=<value>`` (e.g.
+``--config.num_steps=200 --config.optim.lr=3e-3``); an unknown key is an error that names it.
+Re-running with the same ``--workdir`` resumes from its latest checkpoint. The same command
+runs on every process of a multi-host job (see :mod:`jaxcl.train.distributed`). Installed as
+the ``jaxcl`` console script.
+"""
+from __future__ import annotations
+
+import re
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file with get_config().",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from jaxcl.train import ConfigError, NonFiniteLossError, train
+  try:
+    train(_CONFIG.value, _WORKDIR.value)
+  except (ConfigError, NonFiniteLossError) as e:
+    print(f"jaxcl: error: {e}", file=sys.stderr, flush=True)
+    return 1
+  return 0
+
+
+def _parse(argv):
+  """absl's parser, with a one-line error naming the key for a bad ``--config.`` override."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    text = str(e).replace("\\n", " ").replace("\\", "")
+    key = re.search(r"\w+", text)
+    hint = re.search(r"Did you mean [^?]*\?", text)
+    print(f"jaxcl: error: unknown config key '{key.group(0) if key else text}' in overrides "
+          f"{overrides}" + (f" ({hint.group(0)})" if hint else ""), file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def run():
+  """Console-script entry point (``jaxcl --config=... --workdir=...``)."""
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main, flags_parser=_parse)
+
+
+if __name__ == "__main__":
+  run()
