@@ -285,3 +285,21 @@ def fd_grad(f, x, eps=1e-6):
     xm[idx] -= eps
     g[idx] = (f(xp) - f(xm)) / (2 * eps)
   return g
+
+
+def fd_coords(f, x, coords, eps=1e-6):
+  """Central finite differences of ``f`` w.r.t. the listed coordinates of ``x``."""
+  x = np.array(x, np.float64)
+  out = []
+  for idx in coords:
+    xp, xm = x.copy(), x.copy()
+    xp[idx] += eps
+    xm[idx] -= eps
+    out.append((f(xp) - f(xm)) / (2 * eps))
+  return np.array(out)
+
+
+def fd_directional(f, x, direction, eps=1e-6):
+  """Central finite-difference derivative of ``f`` at ``x`` along ``direction``."""
+  x = np.array(x, np.float64)
+  return (f(x + eps * direction) - f(x - eps * direction)) / (2 * eps)
