@@ -56,21 +56,25 @@ def entropic_ot(cost, epsilon, num_iters, a=None, b=None):
 
 # ------------------------------------------------------------------ SwAV
 
-def swav(scores, temperature, epsilon, num_iters, num_global, queue=None):
-  """Per-example SwAV loss: loops over assigned crops, other crops, prototypes."""
+def swav(scores, temperature, epsilon, num_iters, num_global, queue=None, codes=None):
+  """Per-example SwAV loss: loops over assigned crops, other crops, prototypes.
+
+  ``codes`` (one ``[B, K]`` per assigned crop) freezes the targets, for finite differences.
+  """
   scores = [np.asarray(s, np.float64) for s in scores]
   v, (b, k) = len(scores), scores[0].shape
   out = np.zeros(b)
   for s in range(num_global):
     rows = scores[s] if queue is None else np.concatenate([queue[s], scores[s]])
-    codes = sinkhorn_swav(rows, epsilon, num_iters)[rows.shape[0] - b:]
+    q = (sinkhorn_swav(rows, epsilon, num_iters)[rows.shape[0] - b:] if codes is None
+         else codes[s])
     for i in range(b):
       sub = 0.0
       for u in range(v):
         if u == s:
           continue
         logz = lse(scores[u][i] / temperature)
-        sub += -sum(codes[i, j] * (scores[u][i, j] / temperature - logz) for j in range(k))
+        sub += -sum(q[i, j] * (scores[u][i, j] / temperature - logz) for j in range(k))
       out[i] += sub / (v - 1)
   return out / num_global
 
