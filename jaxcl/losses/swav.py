@@ -130,7 +130,7 @@ def normalize_prototypes(params, *, name="prototypes", axis=-1):
   Example:
     >>> import jax.numpy as jnp
     >>> p = normalize_prototypes({"prototypes": {"kernel": jnp.ones((3, 2))}}, axis=0)
-    >>> float(jnp.sum(p["prototypes"]["kernel"][:, 0] ** 2))
+    >>> round(float(jnp.sum(p["prototypes"]["kernel"][:, 0] ** 2)), 5)
     1.0
   """
   norm = lambda x: c.l2_normalize(x, axis=axis).astype(x.dtype)
@@ -158,7 +158,7 @@ def freeze_prototypes_until(step_threshold: int, *, name="prototypes"):
     >>> tx = optax.chain(optax.sgd(0.1), freeze_prototypes_until(1))
     >>> params = {"prototypes": jnp.ones(2), "w": jnp.ones(2)}
     >>> u, _ = tx.update(params, tx.init(params), params)
-    >>> [float(u["prototypes"][0]), float(u["w"][0])]
+    >>> [round(float(u["prototypes"][0]), 5), round(float(u["w"][0]), 5)]
     [0.0, -0.1]
   """
   def init_fn(params):
