@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 KINDS = ("signal1d", "image", "tabular")
 
@@ -63,13 +64,15 @@ _DEFAULTS = {"signal1d": SIGNAL1D_DEFAULTS, "image": IMAGE_DEFAULTS,
 _RANK = {"signal1d": 2, "image": 3, "tabular": 1}  # per-example rank
 
 
-def _uniform(key, bounds):
+# Each view draws all its scalars with one ``uniform`` call: every random-bits call is a
+# threefry hash that XLA compiles separately, and one call per scalar tripled compile time.
+def _lerp(u, bounds):
   lo, hi = bounds
-  return jax.random.uniform(key, (), minval=lo, maxval=hi)
+  return lo + (hi - lo) * u
 
 
-def _coin(key, p):
-  return jax.random.bernoulli(key, p)
+def _coin(u, p):
+  return u < p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,26 +102,27 @@ def _signal_view(key, x, *, max_shift, boundary, stretch, scale, ramp, noise_std
   fraction (multi-crop), ``out_len`` resamples to a different length."""
   n = x.shape[0]
   m = out_len or n
-  ks = jax.random.split(key, 9)
+  ku, kn = jax.random.split(key)
+  u = jax.random.uniform(ku, (9,))
   t = jnp.arange(m, dtype=jnp.float32)
   width = jnp.float32(n)
   start = jnp.float32(0)
   if crop is not None:
-    width = n * _uniform(ks[0], crop)
-    start = jax.random.uniform(ks[1], (), maxval=n - width)
-  s = _uniform(ks[2], stretch)
-  d = max_shift * n * jax.random.uniform(ks[3], (), minval=-1, maxval=1)
+    width = n * _lerp(u[0], crop)
+    start = u[1] * (n - width)
+  s = _lerp(u[2], stretch)
+  d = max_shift * n * (2 * u[3] - 1)
   centre = (m - 1) / 2
   pos = start + (centre + (t - centre) / s) * (width / m) - d
   y = _interp1d(x.astype(jnp.float32), pos, boundary)
-  y = y * _uniform(ks[4], scale)
-  y = y + ramp * jax.random.uniform(ks[5], (), minval=-0.5, maxval=0.5) * (t / m - 0.5)[:, None]
-  y = y + noise_std * jax.random.normal(ks[6], y.shape)
-  seg = jnp.round(m * _uniform(ks[7], mask_frac))
-  kp, ko = jax.random.split(ks[8])
-  seg_start = jax.random.uniform(ko, ()) * (m - seg)
-  in_seg = (t >= jnp.floor(seg_start)) & (t < jnp.floor(seg_start) + seg)
-  y = jnp.where((in_seg & _coin(kp, mask_prob))[:, None], 0.0, y)
+  y = y * _lerp(u[4], scale)
+  y = y + ramp * (u[5] - 0.5) * (t / m - 0.5)[:, None]
+  if noise_std:
+    y = y + noise_std * jax.random.normal(kn, y.shape)
+  seg = jnp.round(m * _lerp(u[6], mask_frac))
+  seg_start = jnp.floor(u[7] * (m - seg))
+  in_seg = (t >= seg_start) & (t < seg_start + seg)
+  y = jnp.where((in_seg & _coin(u[8], mask_prob))[:, None], 0.0, y)
   return y.astype(x.dtype)
 
 
@@ -146,16 +150,14 @@ def crop_and_resize(img, top, left, height, width, out_h, out_w):
   return jnp.swapaxes(_resize_rows(jnp.swapaxes(rows, 0, 1), xs), 0, 1)
 
 
-def _random_crop_box(key, h, w, scale, ratio):
-  """Inception-style box: area fraction ``U[scale]``, aspect ``exp U[log ratio]``, clipped."""
-  ka, kr, ky, kx = jax.random.split(key, 4)
-  area = h * w * _uniform(ka, scale)
-  aspect = jnp.exp(_uniform(kr, (math.log(ratio[0]), math.log(ratio[1]))))
+def _random_crop_box(u, h, w, scale, ratio):
+  """Inception-style box from 4 uniforms: area fraction ``U[scale]``, aspect
+  ``exp U[log ratio]``, sides clipped to the image, uniform position."""
+  area = h * w * _lerp(u[0], scale)
+  aspect = jnp.exp(_lerp(u[1], (math.log(ratio[0]), math.log(ratio[1]))))
   ch = jnp.clip(jnp.sqrt(area / aspect), 1.0, h)
   cw = jnp.clip(jnp.sqrt(area * aspect), 1.0, w)
-  top = jax.random.uniform(ky, ()) * (h - ch)
-  left = jax.random.uniform(kx, ()) * (w - cw)
-  return top, left, ch, cw
+  return u[2] * (h - ch), u[3] * (w - cw), ch, cw
 
 
 def _gray(img):
@@ -165,26 +167,27 @@ def _gray(img):
   return jnp.broadcast_to(luma[..., None], img.shape)
 
 
+_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                    [0.211, -0.523, 0.312]], np.float32)
+_FROM_YIQ = np.linalg.inv(_TO_YIQ).astype(np.float32)
+
+
 def _hue_rotate(img, angle):
   # Rotation of the chroma plane of YIQ by ``angle`` (radians): a linear approximation of
   # an HSV hue shift that needs no branches.
-  to_yiq = jnp.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
-                      [0.211, -0.523, 0.312]], jnp.float32)
   c, s = jnp.cos(angle), jnp.sin(angle)
   rot = jnp.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-  m = jnp.linalg.inv(to_yiq) @ rot @ to_yiq
-  return img @ m.T
+  return img @ (_FROM_YIQ @ rot @ _TO_YIQ).T
 
 
-def _color_jitter(key, img, brightness, contrast, saturation, hue):
-  kb, kc, ks, kh = jax.random.split(key, 4)
-  img = img * _uniform(kb, (1 - brightness, 1 + brightness))
+def _color_jitter(u, img, brightness, contrast, saturation, hue):
+  img = img * _lerp(u[0], (1 - brightness, 1 + brightness))
   mean = jnp.mean(_gray(img))
-  img = mean + (img - mean) * _uniform(kc, (1 - contrast, 1 + contrast))
+  img = mean + (img - mean) * _lerp(u[1], (1 - contrast, 1 + contrast))
   if img.shape[-1] == 3:
     g = _gray(img)
-    img = g + (img - g) * _uniform(ks, (1 - saturation, 1 + saturation))
-    img = _hue_rotate(img, 2 * jnp.pi * _uniform(kh, (-hue, hue)))
+    img = g + (img - g) * _lerp(u[2], (1 - saturation, 1 + saturation))
+    img = _hue_rotate(img, 2 * jnp.pi * _lerp(u[3], (-hue, hue)))
   return jnp.clip(img, 0.0, 1.0)
 
 
@@ -205,20 +208,20 @@ def _image_view(key, x, *, crop_scale, crop_ratio, flip_prob, jitter_prob, brigh
                 contrast, saturation, hue, gray_prob, blur_prob, blur_sigma, out_size=None):
   h, w = x.shape[:2]
   oh, ow = out_size or (h, w)
-  kc, kf, kj, kjp, kg, kb, kbp = jax.random.split(key, 7)
+  u = jax.random.uniform(key, (13,))
   img = x.astype(jnp.float32)
   if crop_scale is not None:
-    img = crop_and_resize(img, *_random_crop_box(kc, h, w, crop_scale, crop_ratio), oh, ow)
+    img = crop_and_resize(img, *_random_crop_box(u[:4], h, w, crop_scale, crop_ratio), oh, ow)
   elif (oh, ow) != (h, w):
     img = crop_and_resize(img, 0.0, 0.0, h, w, oh, ow)
-  img = jnp.where(_coin(kf, flip_prob), img[:, ::-1], img)
-  img = jnp.where(_coin(kjp, jitter_prob),
-                  _color_jitter(kj, img, brightness, contrast, saturation, hue), img)
+  img = jnp.where(_coin(u[4], flip_prob), img[:, ::-1], img)
+  img = jnp.where(_coin(u[5], jitter_prob),
+                  _color_jitter(u[6:10], img, brightness, contrast, saturation, hue), img)
   if img.shape[-1] == 3:
-    img = jnp.where(_coin(kg, gray_prob), _gray(img), img)
+    img = jnp.where(_coin(u[10], gray_prob), _gray(img), img)
   radius = int(0.05 * max(oh, ow))  # SimCLR: kernel ~10% of the side
-  sigma = _uniform(kb, blur_sigma)
-  img = jnp.where(_coin(kbp, blur_prob), _gaussian_blur(img, sigma, radius), img)
+  img = jnp.where(_coin(u[11], blur_prob),
+                  _gaussian_blur(img, _lerp(u[12], blur_sigma), radius), img)
   return jnp.clip(img, 0.0, 1.0).astype(x.dtype)
 
 
@@ -229,7 +232,7 @@ def _image_view(key, x, *, crop_scale, crop_ratio, flip_prob, jitter_prob, brigh
 def _tabular_view(key, x, *, noise_std, drop_prob, mask_value):
   kn, kd = jax.random.split(key)
   y = x.astype(jnp.float32) + noise_std * jax.random.normal(kn, x.shape)
-  y = jnp.where(jax.random.bernoulli(kd, drop_prob, x.shape), mask_value, y)
+  y = jnp.where(jax.random.uniform(kd, x.shape) < drop_prob, mask_value, y)
   return y.astype(x.dtype)
 
 
