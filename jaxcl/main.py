@@ -22,6 +22,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # orbax / tfds log every file they touch at INFO
   from jaxcl.train import ConfigError, NonFiniteLossError, train
   try:
     train(_CONFIG.value, _WORKDIR.value)

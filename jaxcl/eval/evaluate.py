@@ -39,7 +39,8 @@ def encode(apply_fn, variables, x, mesh, batch_size=1024):
     n = len(chunk)
     chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)])
     arr = jax.make_array_from_callback(chunk.shape, sharding, lambda idx, c=chunk: c[idx])
-    out.append(np.asarray(jax.device_get(fn(variables, arr)))[:n])
+    # Replicated output: every process reads its own copy (works across hosts too).
+    out.append(np.asarray(fn(variables, arr).addressable_data(0))[:n])
   return np.concatenate(out)
 
 

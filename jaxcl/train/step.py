@@ -18,8 +18,6 @@ Example:
 """
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any
 
 import flax
@@ -39,27 +37,19 @@ class TrainState:
   rng: jax.Array     # uint32[2] raw key; per-step keys are fold_in(rng, step)
 
 
-def _accepts(fn, name):
-  try:
-    params = inspect.signature(fn).parameters
-  except (TypeError, ValueError):
-    return False
-  return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-
-
 def build_model(model_config, bn_axis_name=None):
-  """``ContrastiveModel(encoder, projection head)`` from ``config.model``."""
+  """``ContrastiveModel(encoder, projection head)`` from ``config.model``.
+
+  ``bn_axis_name`` is set on every module that has BatchNorm (the trainer passes 'data' so
+  batch statistics are global, as with one device).
+  """
   from jaxcl import models
-  kwargs = dict(model_config.encoder_kwargs)
-  if _accepts(models.build_encoder, "bn_axis_name"):
-    kwargs["bn_axis_name"] = bn_axis_name
-  encoder = models.build_encoder(model_config.encoder, **kwargs)
-  head_kwargs = dict(hidden=model_config.head_hidden, out=model_config.head_out,
-                     num_layers=model_config.head_layers, use_bn=model_config.head_bn)
-  if "bn_axis_name" in {f.name for f in getattr(models.ProjectionHead, "__dataclass_fields__",
-                                               {}).values()}:
-    head_kwargs["bn_axis_name"] = bn_axis_name
-  head = models.ProjectionHead(**head_kwargs)
+  encoder = models.build_encoder(model_config.encoder, **dict(model_config.encoder_kwargs))
+  if hasattr(encoder, "bn_axis_name"):
+    encoder = encoder.clone(bn_axis_name=bn_axis_name)
+  head = models.ProjectionHead(hidden=model_config.head_hidden, out=model_config.head_out,
+                               num_layers=model_config.head_layers, use_bn=model_config.head_bn,
+                               bn_axis_name=bn_axis_name)
   return models.ContrastiveModel(encoder, head)
 
 

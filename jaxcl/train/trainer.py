@@ -47,9 +47,16 @@ def setup(config, *, devices=None):
   from jaxcl import augment
   mesh = make_mesh(devices)
   loss = functools.partial(cfg.loss_fn(config), **dict(config.loss.kwargs))
-  view_fn = augment.make_view_fn(config.augment.kind or info.kind, **dict(config.augment.params))
-  model = build_model(config.model, bn_axis_name="data")
-  eval_model = build_model(config.model, bn_axis_name=None)
+  try:
+    view_fn = augment.make_view_fn(config.augment.kind or info.kind,
+                                   **dict(config.augment.params))
+  except ValueError as e:
+    raise cfg.ConfigError(f"config.augment: {e}") from e
+  try:
+    model = build_model(config.model, bn_axis_name="data")
+    eval_model = build_model(config.model, bn_axis_name=None)
+  except ValueError as e:
+    raise cfg.ConfigError(f"config.model: {e}") from e
   tx, schedule = make_optimizer(config.optim, config.num_steps)
   rng = jax.random.PRNGKey(config.seed)
   state, shardings = create_state(mesh, eval_model, tx, rng, info.shape,
@@ -172,8 +179,9 @@ class Evaluator:
       x = jnp.asarray(test["x"][:evaluate.GEOMETRY_ROWS])
       from jaxcl.train.step import per_example_views
       idx = jnp.arange(len(x))
-      v1 = per_example_views(self.parts["view_fn"], jax.random.fold_in(key, 0), idx, x)
-      v2 = per_example_views(self.parts["view_fn"], jax.random.fold_in(key, 1), idx, x)
+      views = jax.jit(functools.partial(per_example_views, self.parts["view_fn"]))
+      v1 = views(jax.random.fold_in(key, 0), idx, x)
+      v2 = views(jax.random.fold_in(key, 1), idx, x)
       res.update(evaluate.geometry(fte, self._features(params, batch_stats, np.asarray(v1)),
                                    self._features(params, batch_stats, np.asarray(v2))))
     return res, fte
