@@ -1,0 +1,91 @@
+"""Acceptance 3: mixed precision and extreme inputs.
+
+* bfloat16 / float16 inputs give finite float32 results within 2e-2 relative of float32 inputs;
+  float64 inputs (with x64 enabled) are accepted and still give float32 results;
+* inputs scaled by 1e4 and inputs with an all-zero row give finite values and gradients.
+
+One jitted function per loss computes every variant, so each loss compiles once.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcl import losses
+
+B, K, D = 8, 3, 6
+LABELS = np.array([0, 1, 0, 1, 2, 2, 3, 0], np.int32)
+X = np.random.default_rng(0).normal(size=(B, K, D)).astype(np.float32)
+X[:, 1] += X[:, 0]                                  # correlated views: losses away from log N
+HARD = np.random.default_rng(1).normal(size=(B, 2, D)).astype(np.float32)
+
+# name -> f(x [B, K, D]) -> per-example float32 losses
+LOSSES = {
+    "info_nce": lambda x: losses.info_nce(x[:, 0], x[:, 1], negatives=x[:, 2:3]),
+    "clip_loss": lambda x: losses.clip_loss(x[:, 0], x[:, 1]),
+    "nt_xent": lambda x: losses.nt_xent(x[:, 0], x[:, 1]),
+    "dcl": lambda x: losses.dcl(x[:, 0], x[:, 1]),
+    "dclw": lambda x: losses.dclw(x[:, 0], x[:, 1]),
+    "siglip_loss": lambda x: losses.siglip_loss(x[:, 0], x[:, 1], temperature=0.1, bias=-5.0),
+    "supcon": lambda x: losses.supcon(x[:, :2], LABELS),
+    "mv_info_nce": lambda x: losses.mv_info_nce(x),
+    "mv_dhel": lambda x: losses.mv_dhel(x),
+    "symile": lambda x: losses.symile([x[:, 0], x[:, 1], x[:, 2]], temperature=0.1,
+                                      negatives="n_squared"),
+}
+
+
+def _with_zero_row(x):
+  return x.at[2].set(0.0)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_precision_and_extreme_inputs(name):
+  f = LOSSES[name]
+  grad = jax.grad(lambda x: jnp.sum(f(x)))
+
+  @jax.jit
+  def variants(x):
+    low = {str(dt.dtype): f(x.astype(dt)) for dt in (jnp.bfloat16, jnp.float16)}
+    big, zero = 1e4 * x, _with_zero_row(x)
+    # float16 rows of norm ~1e4 overflow if squared in float16: normalisation must upcast.
+    low["float16 x 1e4"] = f(big.astype(jnp.float16))
+    return f(x), low, (f(big), grad(big)), (f(zero), grad(zero)), grad(x.astype(jnp.bfloat16))
+
+  ref, low, (v_big, g_big), (v_zero, g_zero), g_bf16 = variants(X)
+  ref = np.asarray(ref)
+  assert ref.dtype == np.float32 and np.all(np.isfinite(ref))
+  for dt, val in low.items():
+    val = np.asarray(val)
+    assert val.dtype == np.float32, dt  # logits, log-sum-exp and result in float32
+    assert np.all(np.isfinite(val)), dt
+    # 2e-2 relative to the loss's scale (per-example values near 0 have no relative meaning).
+    np.testing.assert_allclose(val, ref, rtol=2e-2, atol=2e-2 * np.abs(ref).mean(), err_msg=dt)
+    np.testing.assert_allclose(val.mean(), ref.mean(), rtol=2e-2, err_msg=dt)
+  # The gradient w.r.t. a bfloat16 input is bfloat16 (jax keeps the primal dtype) and finite.
+  assert g_bf16.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(g_bf16, np.float32)))
+  for what, (v, g) in {"x 1e4": (v_big, g_big), "zero row": (v_zero, g_zero)}.items():
+    assert np.all(np.isfinite(v)) and np.all(np.isfinite(g)), what
+  # normalize=True: scaling every row by 1e4 changes nothing.
+  np.testing.assert_allclose(v_big, ref, rtol=1e-5, atol=1e-6, err_msg="scale invariance")
+  # A zero row normalises to zero; its gradient is finite (checked above), the rest unchanged.
+  assert np.abs(np.asarray(g_zero)).sum() > 0
+
+
+def test_unnormalized_large_inputs_stay_finite():
+  # normalize=False with huge logits (1e8 / T): the log-sum-exp must not overflow.
+  x = 1e4 * X
+  f = lambda x: jnp.sum(losses.info_nce(x[:, 0], x[:, 1], negatives=x[:, 2:3],
+                                        normalize=False))
+  v, g = jax.jit(jax.value_and_grad(f))(x)
+  assert np.isfinite(v) and np.all(np.isfinite(g))
+
+
+def test_float64_inputs_give_float32():
+  x = np.asarray(X, np.float64)
+  with jax.enable_x64(True):
+    out = losses.nt_xent(x[:, 0], x[:, 1])
+    g = jax.grad(lambda a: jnp.sum(losses.nt_xent(a, x[:, 1])))(x[:, 0])
+  assert out.dtype == jnp.float32
+  assert np.all(np.isfinite(g))
+  np.testing.assert_allclose(out, losses.nt_xent(X[:, 0], X[:, 1]), rtol=1e-6)
