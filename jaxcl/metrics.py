@@ -65,7 +65,14 @@ def tolerance(z, labels, *, axis_name=None):
 
 def effective_rank(z, *, axis_name=None, eps=1e-12):
   z = c.embeddings("z", z, "effective_rank").astype(jnp.float32)
-  z = collectives.all_gather(z, axis_name)
+  if axis_name is not None:
+    # Gather by summing zero-padded shards: exact, and unlike all_gather the result is typed
+    # replicated under shard_map's check_vma, so callers can return it with out_specs=P().
+    b = z.shape[0]
+    n = b * collectives.axis_size(axis_name)
+    offset = collectives.axis_index(axis_name) * b
+    z = jax.lax.dynamic_update_slice(jnp.zeros((n, z.shape[1]), z.dtype), z, (offset, 0))
+    z = collectives.psum(z, axis_name)
   s = jnp.linalg.svd(z, compute_uv=False)
   p = s / (jnp.sum(s) + eps) + eps
   return jnp.exp(-jnp.sum(p * jnp.log(p)))
