@@ -111,6 +111,17 @@ def test_info_nce_values_and_grads(case):
     assert np.all(want[~VALID] == 0) and np.all(want[VALID] != 0)
 
 
+@pytest.mark.parametrize("b,d", [(3, 7), (11, 2)])
+def test_other_batch_and_feature_sizes(b, d):
+  q, k, neg = _data(30, b, d), _data(31, b, d), _data(32, b, 1, d)
+  ids = np.arange(b, dtype=np.int32) % 2                  # many duplicates
+  valid = np.arange(b) != 1
+  kw = dict(temperature=0.15, sample_ids=ids, valid=valid)
+  check(lambda q, k, n: losses.info_nce(q, k, negatives=n, **kw),
+        lambda q, k, n: ref.info_nce(q, k, negatives=n, **kw), [q, k, neg])
+  check(lambda a, b: losses.nt_xent(a, b, **kw), lambda a, b: ref.nt_xent(a, b, **kw), [q, k])
+
+
 def test_padded_rows_have_zero_gradient():
   q, k, neg = _data(0, B, D), _data(1, B, D), _data(3, B, M, D)
   loss = lambda *x: jnp.sum(losses.info_nce(x[0], x[1], negatives=x[2], valid=VALID))

@@ -166,3 +166,19 @@ def test_sharded_equals_single_device_8(name):
 @pytest.mark.parametrize("name", ["info_nce_hard", "dclw", "siglip_loss", "supcon", "symile_n"])
 def test_sharded_equals_single_device_2x4_tuple_axis(name):
   _compare(name, (2, 4), check_unvarying=name == "dclw")
+
+
+def test_issue_recipe_with_check_vma_disabled():
+  # Without vma typing nothing is psummed implicitly: each device's jax.grad of its local mean
+  # is its own contribution, and pmean of those is the gradient of the global mean.
+  fn, batch, _ = CASES["info_nce_hard"]
+  mesh, axis = _mesh((8,))
+
+  def inside(W, *args):
+    g = jax.grad(lambda W: jnp.mean(fn(W, *args, axis_name=axis)))(W)
+    return jax.lax.pmean(g, axis)
+
+  g = jax.jit(jax.shard_map(inside, mesh=mesh, in_specs=(P(),) + (P(axis),) * len(batch),
+                            out_specs=P(), check_vma=False))(W0, *batch)
+  g_single = jax.jit(jax.grad(lambda W: jnp.mean(fn(W, *batch))))(W0)
+  np.testing.assert_allclose(g, g_single, rtol=RTOL, atol=RTOL * np.abs(g_single).max())
