@@ -80,6 +80,13 @@ def test_eight_devices_equal_one_device():
   l1, p1 = run_steps(tiny_config(), devices=jax.devices()[:1])
   _compare(l8, p8, l1, p1)
   assert l8[0] != l8[-1]  # the parameters really moved
+  # FSDP: big kernels stored sharded over 'data' give the same numbers.
+  fsdp = tiny_config(**{"sharding.fsdp": True, "sharding.fsdp_min_size": 1000})
+  sharded = setup(fsdp)["state"].params
+  specs = [x.sharding.spec for x in jax.tree.leaves(sharded)]
+  assert any("data" in tuple(s) for s in specs) and any(tuple(s) == () for s in specs)
+  lf, pf = run_steps(fsdp)
+  _compare(lf, pf, l1, p1)
   p0 = _flat({"params": setup(tiny_config())["state"].params})
   assert any(np.abs(p0[k] - p8[k]).max() > 1e-4 for k in p0)
 
