@@ -1,0 +1,1 @@
+"""Studies and benchmarks; results under ``experiments/results/``."""
