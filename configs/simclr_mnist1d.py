@@ -15,7 +15,7 @@ def get_config():
   c.seed = 0
   c.data.name = "mnist1d"
   c.batch_size = 256
-  c.num_steps = 1500
+  c.num_steps = 600
   c.log_every = 50
 
   c.augment.params = {}
@@ -33,6 +33,6 @@ def get_config():
   c.optim.warmup_steps = 100
   c.optim.weight_decay = 1e-4
 
-  c.checkpoint.every = 500
-  c.eval.every = 500
+  c.checkpoint.every = 200
+  c.eval.every = 200
   return c
