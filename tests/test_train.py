@@ -181,3 +181,17 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
     train(c, workdir)
   params = _final_params(workdir, 4)
   assert all(np.all(np.isfinite(v)) for v in params.values())
+
+
+@pytest.mark.parametrize("name", ["simclr_mnist1d", "simclr_digits", "simclr_cifar10"])
+def test_recipes_validate(name):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  info = __import__("jaxcl.train.config", fromlist=["x"]).validate(c, num_devices=8,
+                                                                     num_processes=1)
+  assert info.name == c.data.name
+  from jaxcl.train.step import build_model
+  build_model(c.model, bn_axis_name="data")  # encoder kwargs accepted
