@@ -2,8 +2,8 @@
 
 Written from the equations of issue 2 and of each loss module's docstring with explicit Python
 loops over anchors, positives and candidates; nothing here calls or mirrors library code.
-Every loss returns the per-example vector (padded rows 0). ``fd_grad`` differentiates any of
-them by central finite differences in float64.
+Every loss returns the per-example vector (padded rows 0); ``fd_coords`` / ``fd_directional``
+differentiate any of them by central finite differences in float64.
 """
 from __future__ import annotations
 
@@ -273,18 +273,6 @@ def effective_rank(z):
 
 
 # ---------------------------------------------------------------- finite differences
-
-
-def fd_grad(f, x, eps=1e-6):
-  """Central finite-difference gradient of the scalar ``f`` at ``x`` (float64)."""
-  x = np.array(x, np.float64)
-  g = np.zeros_like(x)
-  for idx in np.ndindex(*x.shape):
-    xp, xm = x.copy(), x.copy()
-    xp[idx] += eps
-    xm[idx] -= eps
-    g[idx] = (f(xp) - f(xm)) / (2 * eps)
-  return g
 
 
 def fd_coords(f, x, coords, eps=1e-6):
