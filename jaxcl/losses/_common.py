@@ -32,8 +32,10 @@ def check_same(name_a, a, name_b, b, axis: int, fn: str, what: str, axis_b=None)
 
 
 def check_positive(name: str, value, fn: str):
-  """Checks a Python number is > 0; traced values (learnable temperatures) pass through."""
-  if isinstance(value, (numbers.Number, np.ndarray, np.generic)) and not isinstance(value, jax.Array):
+  """Checks a concrete value is > 0; traced values (learnable temperatures) pass through."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  if isinstance(value, (numbers.Number, np.ndarray, np.generic, jax.Array)):
     if not np.all(np.asarray(value) > 0):
       raise ValueError(f"{fn}: '{name}' must be > 0, got {value}")
 
