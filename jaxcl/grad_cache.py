@@ -36,6 +36,11 @@ Semantics worth knowing:
   * **Remainder.** When ``chunk_size`` does not divide the batch the last ``B mod chunk_size``
     rows form one smaller chunk (one extra trace of the encoder, no padding, so per-chunk
     statistics never see fake rows).
+  * **XLA:CPU and convolutions.** On the CPU backend (jax 0.10) convolution gradients inside a
+    ``while`` loop (the ``lax.scan`` of pass 3) run 6-20x slower than the same convolutions
+    outside one; matmul encoders (MLP, ViT) are unaffected. Unrolling the loop restores the
+    speed but lets XLA keep every chunk's activations alive, which defeats the purpose, so the
+    loop stays. GPU/TPU backends do not show this.
   * **``shard_map``.** Each device chunks its local rows; the loss (with its ``axis_name``
     collectives) sees the full local embedding sets, and the result equals ``jax.value_and_grad``
     of the same local loss in the same ``shard_map`` (i.e. the gradient of the sum over devices
