@@ -5,7 +5,7 @@
 ``jaxcl.sinkhorn`` / ``jaxcl.kmeans`` the shared clustering and transport primitives and
 ``jaxcl.grad_cache`` gradient caching for batches whose activations do not fit.
 """
-from jaxcl import collectives, kernels, kmeans, losses, metrics, sinkhorn
+from jaxcl import collectives, grad_cache, kernels, kmeans, losses, metrics, sinkhorn
 
 __version__ = "0.1.0"
-__all__ = ["collectives", "kernels", "kmeans", "losses", "metrics", "sinkhorn"]
+__all__ = ["collectives", "grad_cache", "kernels", "kmeans", "losses", "metrics", "sinkhorn"]
