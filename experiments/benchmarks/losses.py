@@ -128,6 +128,7 @@ def main(argv=None):
   p.add_argument("--force-dense", action="store_true")
   p.add_argument("--timeout", type=float, default=1800)
   p.add_argument("--note", default="")
+  p.add_argument("--tag", default="", help="writes results/losses_<tag>.* instead")
   p.add_argument("--child")
   args = p.parse_args(argv)
   if args.child:
@@ -166,7 +167,10 @@ def _save(args, machine, rows):
            f"bfloat16 inputs cost the same as float32 after the first op. {args.note}")
   order = {name: i for i, name in enumerate(["dense", "blockwise", "ring", "torch"])}
   rows = sorted(rows, key=lambda r: (r["dtype"], r["B"], order.get(r["impl"], 9)))
-  return _bench.write_results(NAME, dict(machine=machine, rows=rows, args=vars(args)),
+  name = f"{NAME}_{args.tag}" if args.tag else NAME
+  command = " ".join(["python -m experiments.benchmarks.losses"] + sys.argv[1:])
+  return _bench.write_results(name, dict(machine=machine, rows=rows, args=vars(args),
+                                         command=command),
                               _bench.markdown_table(rows, COLUMNS), notes)
 
 
