@@ -47,6 +47,16 @@ def embeddings(name: str, x, fn: str, rank: int = 2, what: str = "[batch, dim]")
   return x
 
 
+def paired(fn: str, name_a: str, a, name_b: str, b, temperature):
+  """Checks two ``[B, D]`` float embeddings of equal shape and a positive temperature."""
+  a = embeddings(name_a, a, fn)
+  b = embeddings(name_b, b, fn)
+  check_same(name_a, a, name_b, b, 0, fn, "batch size")
+  check_same(name_a, a, name_b, b, 1, fn, "feature size")
+  check_positive("temperature", temperature, fn)
+  return a, b
+
+
 def l2_normalize(x, axis=-1):
   """``x / ||x||`` in float32; an all-zero row stays zero (finite value and gradient)."""
   x = x.astype(jnp.float32)

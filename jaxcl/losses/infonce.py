@@ -60,11 +60,7 @@ def info_nce(query, key, *, temperature=0.1, negatives=None, axis_name=None, nor
   global batch (duplicate captions, several crops of one image).
   """
   fn = "info_nce"
-  query = c.embeddings("query", query, fn)
-  key = c.embeddings("key", key, fn)
-  c.check_same("query", query, "key", key, 0, fn, "batch size")
-  c.check_same("query", query, "key", key, 1, fn, "feature size")
-  c.check_positive("temperature", temperature, fn)
+  query, key = c.paired(fn, "query", query, "key", key, temperature)
   b = query.shape[0]
   valid = c.valid_mask(valid, b, fn)
   ids = c.sample_ids_array(sample_ids, b, fn)
@@ -126,11 +122,7 @@ def clip_loss(a, b, *, temperature=0.07, axis_name=None, normalize=True, sample_
     (4,)
   """
   fn = "clip_loss"
-  a = c.embeddings("a", a, fn)
-  b = c.embeddings("b", b, fn)
-  c.check_same("a", a, "b", b, 0, fn, "batch size")
-  c.check_same("a", a, "b", b, 1, fn, "feature size")
-  c.check_positive("temperature", temperature, fn)
+  a, b = c.paired(fn, "a", a, "b", b, temperature)
   kw = dict(temperature=temperature, axis_name=axis_name, normalize=normalize,
             sample_ids=sample_ids, valid=valid, impl=impl, block_size=block_size)
   return 0.5 * (info_nce(a, b, **kw) + info_nce(b, a, **kw))

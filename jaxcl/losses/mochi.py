@@ -112,11 +112,7 @@ def mochi_loss(query, key, *, rng, num_hard=64, num_mix=64, num_mix_query=32, te
     impl, block_size: kernel implementation (see :func:`jaxcl.kernels.contrastive_lse`).
   """
   fn = "mochi_loss"
-  query = c.embeddings("query", query, fn)
-  key = c.embeddings("key", key, fn)
-  c.check_same("query", query, "key", key, 0, fn, "batch size")
-  c.check_same("query", query, "key", key, 1, fn, "feature size")
-  c.check_positive("temperature", temperature, fn)
+  query, key = c.paired(fn, "query", query, "key", key, temperature)
   for name, val in (("num_hard", num_hard), ("num_mix", num_mix),
                     ("num_mix_query", num_mix_query)):
     if not isinstance(val, int) or val < 0:

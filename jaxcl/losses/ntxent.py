@@ -40,11 +40,7 @@ from jaxcl.losses import _common as c
 
 def _two_view(fn, z1, z2, temperature, axis_name, normalize, sample_ids, valid, impl,
               block_size, exclude_same_sample):
-  z1 = c.embeddings("z1", z1, fn)
-  z2 = c.embeddings("z2", z2, fn)
-  c.check_same("z1", z1, "z2", z2, 0, fn, "batch size")
-  c.check_same("z1", z1, "z2", z2, 1, fn, "feature size")
-  c.check_positive("temperature", temperature, fn)
+  z1, z2 = c.paired(fn, "z1", z1, "z2", z2, temperature)
   b = z1.shape[0]
   valid = c.valid_mask(valid, b, fn)
   ids = c.sample_ids_array(sample_ids, b, fn)

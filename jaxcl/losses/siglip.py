@@ -41,11 +41,7 @@ def siglip_loss(a, b, *, temperature=0.1, bias=-10.0, axis_name=None, normalize=
     valid: ``[B]`` bool padding mask: padded rows give 0 and are nobody's candidate.
   """
   fn = "siglip_loss"
-  a = c.embeddings("a", a, fn)
-  b = c.embeddings("b", b, fn)
-  c.check_same("a", a, "b", b, 0, fn, "batch size")
-  c.check_same("a", a, "b", b, 1, fn, "feature size")
-  c.check_positive("temperature", temperature, fn)
+  a, b = c.paired(fn, "a", a, "b", b, temperature)
   n = a.shape[0]
   valid = c.valid_mask(valid, n, fn)
   ids = c.sample_ids_array(sample_ids, n, fn)

@@ -56,11 +56,7 @@ def truncated_info_nce(query, key, *, temperature=0.5, num_negatives=None, quant
     axis_name, normalize, valid, impl, block_size: as in :func:`jaxcl.losses.info_nce`.
   """
   fn = "truncated_info_nce"
-  query = c.embeddings("query", query, fn)
-  key = c.embeddings("key", key, fn)
-  c.check_same("query", query, "key", key, 0, fn, "batch size")
-  c.check_same("query", query, "key", key, 1, fn, "feature size")
-  c.check_positive("temperature", temperature, fn)
+  query, key = c.paired(fn, "query", query, "key", key, temperature)
   b = query.shape[0]
   n_neg = b * collectives.axis_size(axis_name) - 1
   if (num_negatives is None) == (quantile is None):
