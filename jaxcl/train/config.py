@@ -50,6 +50,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.augment.kind = ""         # "" = the dataset's kind (signal1d, image, tabular)
   c.augment.params = ml_collections.ConfigDict()  # kwargs of jaxcl.augment.make_view_fn
 
+  c.views = ml_collections.ConfigDict()
+  c.views.num = 2             # K >= 2 augmented views per example (pair losses: pairwise mean)
+
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "mlp"
   c.model.encoder_kwargs = ml_collections.ConfigDict()  # kwargs of jaxcl.models.build_encoder
@@ -59,7 +62,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.head_bn = True
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.name = "nt_xent"     # any two-view function of jaxcl.losses: fn(z1, z2, axis_name=...)
+  c.loss.name = "nt_xent"     # a jaxcl.losses function with an adapter (jaxcl/train/objectives.py)
   c.loss.kwargs = ml_collections.ConfigDict({"temperature": 0.5})
 
   c.optim = ml_collections.ConfigDict()
@@ -136,13 +139,25 @@ def check_kwargs(fn, kwargs, where, reserved=()):
 
 def loss_fn(config):
   import jaxcl.losses
+  from jaxcl.train import objectives
   name = config.loss.name
   fn = getattr(jaxcl.losses, name, None)
   if name not in jaxcl.losses.__all__ or fn is None:
     raise ConfigError(f"config.loss.name={name!r} is not a jaxcl.losses function "
                       f"(available: {', '.join(jaxcl.losses.__all__)})")
-  check_kwargs(fn, config.loss.kwargs, "loss.kwargs", reserved=("axis_name",))
+  if name not in objectives.KINDS:
+    raise ConfigError(f"config.loss.name={name!r} has no trainer objective adapter "
+                      f"(supported: {', '.join(sorted(objectives.KINDS))})")
+  check_kwargs(fn, config.loss.kwargs, "loss.kwargs",
+               reserved=objectives.reserved_kwargs(name, fn))
   return fn
+
+
+def make_objective(config):
+  """The validated ``objective(z [B, K, D], labels, rng, axis_name) -> [B]`` of the config."""
+  from jaxcl.train import objectives
+  loss_fn(config)
+  return objectives.make_objective(config.loss.name, config.loss.kwargs, config.views.num)
 
 
 def check_batch(config, num_devices, num_processes):
@@ -174,6 +189,8 @@ def validate(config, *, num_devices, num_processes):
   for key in ("num_steps", "log_every"):
     if config[key] <= 0:
       raise ConfigError(f"config.{key} must be > 0, got {config[key]}")
+  if config.views.num < 2:
+    raise ConfigError(f"config.views.num must be >= 2 views per example, got {config.views.num}")
   loss_fn(config)
   check_batch(config, num_devices, num_processes)
   info = dataset_info(config)

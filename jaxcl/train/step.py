@@ -1,14 +1,15 @@
-"""Train state and the sharded, jitted SimCLR-style train step.
+"""Train state and the sharded, jitted contrastive train step.
 
 One step on a global batch ``x`` (sharded ``P('data')``):
 
-1. two views per example, made on device with keys
+1. ``K = config.views.num`` views per example (default 2), made on device with keys
    ``k_{v,i} = fold_in(fold_in(fold_in(rng, step), v), i)`` where ``i`` is the example's
    position in the global stream (``step * B + row``), so the views do not depend on how many
    devices or processes hold the batch;
-2. inside ``jax.shard_map`` over 'data', each device encodes its local rows of both views
-   (BatchNorm statistics synchronised over 'data') and calls the objective with
-   ``axis_name='data'``, so every anchor sees the negatives of the whole global batch;
+2. inside ``jax.shard_map`` over 'data', each device encodes its local rows of all views
+   (BatchNorm statistics synchronised over 'data') and calls the objective adapter
+   (:mod:`jaxcl.train.objectives`) on ``z [B_local, K, D]`` with ``axis_name='data'``, so
+   every anchor sees the negatives of the whole global batch;
 3. ``loss = mean_i loss_i`` over the global batch; its gradient flows back through
    ``shard_map`` (the transpose of the implicit broadcast of replicated parameters is a
    ``psum``), and the optax update runs on the replicated or FSDP-sharded parameters.
@@ -80,52 +81,68 @@ def per_example_views(view_fn, key, index, x):
   return jax.vmap(lambda k, xi: view_fn(k, xi[None])[0])(keys, x)
 
 
-def make_views(view_fn, state, x):
+def make_views(view_fn, state, x, num_views=2):
+  """``num_views`` views of every row; view ``v`` uses ``fold_in(step_key, v)``."""
   n = x.shape[0]
   key = jax.random.fold_in(state.rng, state.step)
   index = state.step * n + jnp.arange(n, dtype=jnp.int32)
-  return (per_example_views(view_fn, jax.random.fold_in(key, 0), index, x),
-          per_example_views(view_fn, jax.random.fold_in(key, 1), index, x))
+  return tuple(per_example_views(view_fn, jax.random.fold_in(key, v), index, x)
+               for v in range(num_views))
 
 
-def sharded_loss(model, loss_fn, mesh):
-  """``(params, batch_stats, v1, v2) -> (per_example_loss [B], new batch_stats)``."""
+LOSS_STREAM = 1 << 30  # fold_in index of the loss's key: apart from the views' 0..K-1
 
-  def local(params, batch_stats, v1, v2):
-    b = v1.shape[0]
+
+def objective_key(state):
+  """Per-step key of losses that draw (MoCHi), the same on every device."""
+  return jax.random.fold_in(jax.random.fold_in(state.rng, state.step), LOSS_STREAM)
+
+
+def sharded_loss(model, objective, mesh, num_views=2):
+  """``(params, batch_stats, views, labels, rng) -> (per_example_loss [B], new batch_stats)``.
+
+  ``objective(z [B_local, K, D], labels [B_local], rng, axis_name) -> [B_local]``
+  (:mod:`jaxcl.train.objectives`).
+  """
+
+  def local(params, batch_stats, views, labels, rng):
+    b = views[0].shape[0]
     variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
-    (_, z), new_vars = model.apply(variables, jnp.concatenate([v1, v2]), train=True,
+    # One forward pass over all views (view-major rows): BatchNorm sees the K*B rows together.
+    (_, z), new_vars = model.apply(variables, jnp.concatenate(views), train=True,
                                    mutable=["batch_stats"])
-    per = loss_fn(z[:b], z[b:], axis_name=AXIS)
+    z = jnp.swapaxes(z.reshape((len(views), b) + z.shape[1:]), 0, 1)
+    per = objective(z, labels, rng, AXIS)
     new_stats = new_vars.get("batch_stats", batch_stats)
     # Already synchronised by BatchNorm's axis_name; pmean makes that explicit to shard_map.
     new_stats = jax.tree.map(lambda s: jax.lax.pmean(s, AXIS), new_stats)
     return per, new_stats
 
-  return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(AXIS), P(AXIS)),
+  return jax.shard_map(local, mesh=mesh,
+                       in_specs=(P(), P(), (P(AXIS),) * num_views, P(AXIS), P()),
                        out_specs=(P(AXIS), P()))
 
 
-def make_train_step(mesh, model, tx, loss_fn, view_fn, schedule, state_shardings_,
-                    *, nan_at_step=-1):
+def make_train_step(mesh, model, tx, objective, view_fn, schedule, state_shardings_,
+                    *, num_views=2, nan_at_step=-1):
   """Returns the jitted ``step(state, batch) -> (state, metrics)`` (state donated)."""
-  forward = sharded_loss(model, loss_fn, mesh)
+  forward = sharded_loss(model, objective, mesh, num_views)
 
   def step(state, batch):
-    v1, v2 = make_views(view_fn, state, batch["x"])
-    v1 = jax.lax.with_sharding_constraint(v1, data_sharding(mesh))
-    v2 = jax.lax.with_sharding_constraint(v2, data_sharding(mesh))
+    views = tuple(jax.lax.with_sharding_constraint(v, data_sharding(mesh))
+                  for v in make_views(view_fn, state, batch["x"], num_views))
+    rng = objective_key(state)
 
-    def objective(params):
-      per, stats = forward(params, state.batch_stats, v1, v2)
+    def loss_of(params):
+      per, stats = forward(params, state.batch_stats, views, batch["y"], rng)
       loss = jnp.mean(per)
       if nan_at_step >= 0:  # test hook for the NaN guard
         loss = loss * jnp.where(state.step == nan_at_step, jnp.nan, 1.0)
       return loss, stats
 
-    (loss, stats), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    (loss, stats), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree.map(jnp.add, state.params, updates)
     metrics = {"loss": loss, "grad_norm": _global_norm(grads), "lr": schedule(state.step)}

@@ -46,7 +46,7 @@ def setup(config, *, devices=None):
                       num_processes=jax.process_count())
   from jaxcl import augment
   mesh = make_mesh(devices)
-  loss = functools.partial(cfg.loss_fn(config), **dict(config.loss.kwargs))
+  objective = cfg.make_objective(config)
   try:
     view_fn = augment.make_view_fn(config.augment.kind or info.kind,
                                    **dict(config.augment.params))
@@ -62,8 +62,8 @@ def setup(config, *, devices=None):
   state, shardings = create_state(mesh, eval_model, tx, rng, info.shape,
                                   fsdp=config.sharding.fsdp,
                                   fsdp_min_size=config.sharding.fsdp_min_size)
-  step = make_train_step(mesh, model, tx, loss, view_fn, schedule, shardings,
-                         nan_at_step=config.debug.nan_at_step)
+  step = make_train_step(mesh, model, tx, objective, view_fn, schedule, shardings,
+                         num_views=config.views.num, nan_at_step=config.debug.nan_at_step)
   return dict(info=info, mesh=mesh, model=model, eval_model=eval_model, view_fn=view_fn,
               tx=tx, schedule=schedule, state=state, shardings=shardings, step=step, rng=rng)
 
@@ -139,6 +139,15 @@ def train(config, workdir):
   return results
 
 
+def _tolerance(feats, labels):
+  """Wang & Liu's tolerance: mean cosine similarity of same-class test pairs (same rows as
+  the other geometry metrics)."""
+  from jaxcl import metrics
+  from jaxcl.eval.evaluate import GEOMETRY_ROWS
+  f = jnp.asarray(np.asarray(feats)[:GEOMETRY_ROWS], jnp.float32)
+  return float(metrics.tolerance(f, jnp.asarray(np.asarray(labels)[:GEOMETRY_ROWS])))
+
+
 class Evaluator:
   """Probe / kNN / geometry of the encoder features, history, ``eval.json`` and plots."""
 
@@ -184,6 +193,7 @@ class Evaluator:
       v2 = views(jax.random.fold_in(key, 1), idx, x)
       res.update(evaluate.geometry(fte, self._features(params, batch_stats, np.asarray(v1)),
                                    self._features(params, batch_stats, np.asarray(v2))))
+      res["tolerance"] = _tolerance(fte, test["y"])
     return res, fte
 
   def during(self, step, state):
@@ -203,6 +213,7 @@ class Evaluator:
                                        self.config.seed)
       flat = np.asarray(test["x"]).reshape(len(test["x"]), -1)
       raw.update(evaluate.geometry(flat))
+      raw["tolerance"] = _tolerance(flat, test["y"])
       table["raw inputs"] = raw
       params, stats = init_variables(self.parts["eval_model"], self.parts["rng"],
                                      self.parts["info"].shape)
