@@ -1,0 +1,161 @@
+"""Shared machinery of the method studies: a grid of (setting, seed) runs of the shared trainer,
+mean +- std over seeds, and the Markdown / JSON / PNG outputs in ``experiments/results/``.
+
+A study module builds ``settings = [(label_dict, config), ...]`` and calls :func:`run_study`;
+every run is ``jaxcl.train.train(config, tmpdir)`` with the final linear probe + kNN + geometry
+evaluation (no baselines, plots or progress bars, to save time).
+
+Example:
+  >>> summarize([{"setting": {"T": 0.1}, "seed": 0, "linear_probe": 0.5},
+  ...            {"setting": {"T": 0.1}, "seed": 1, "linear_probe": 0.7}], ["linear_probe"])
+  [{'setting': {'T': 0.1}, 'n': 2, 'linear_probe': {'mean': 0.6, 'std': 0.1}}]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+METRICS = ("linear_probe", "knn", "alignment", "uniformity", "tolerance", "effective_rank")
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser()
+  p.add_argument("--smoke", action="store_true", help="tiny budget: a few steps, one seed")
+  p.add_argument("--out", default=RESULTS, help="directory for <study>.md/.json/.png")
+  return p.parse_args(argv)
+
+
+def machine():
+  import jax
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return {"cpu": cpu, "cores": cores, "jax": jax.__version__,
+          "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
+          "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def quiet(config):
+  """The trainer settings every study run shares: final eval only, nothing else."""
+  c = config
+  c.plots = False
+  c.progress = False
+  c.eval.baselines = False
+  c.eval.every = 0
+  c.eval.at_end = True
+  c.log_every = c.num_steps
+  c.checkpoint.every = c.num_steps
+  c.checkpoint.use_async = False
+  return c
+
+
+def run_grid(settings, seeds, log=print):
+  """Trains every (setting, seed); returns one row of final metrics per run."""
+  from jaxcl.train import train
+  rows = []
+  for label, config in settings:
+    for seed in seeds:
+      c = quiet(config.copy_and_resolve_references())
+      c.seed = seed
+      t0 = time.time()
+      with tempfile.TemporaryDirectory() as workdir:
+        final = train(c, workdir)["final"]
+      (res,) = final.values()
+      row = {"setting": label, "seed": seed, "wall_s": round(time.time() - t0, 2),
+             **{k: res[k] for k in METRICS if k in res}}
+      rows.append(row)
+      log(f"  {label} seed {seed}: probe {100 * row['linear_probe']:.2f}%  "
+          f"kNN {100 * row['knn']:.2f}%  ({row['wall_s']:.1f} s)")
+  return rows
+
+
+def summarize(rows, metrics=METRICS):
+  """Mean and (population) std over seeds of each setting, in first-seen setting order."""
+  groups = {}
+  for r in rows:
+    groups.setdefault(json.dumps(r["setting"], sort_keys=True), []).append(r)
+  out = []
+  for rs in groups.values():
+    entry = {"setting": rs[0]["setting"], "n": len(rs)}
+    for m in metrics:
+      vals = np.array([r[m] for r in rs if m in r], np.float64)
+      if len(vals):
+        entry[m] = {"mean": round(float(vals.mean()), 6), "std": round(float(vals.std()), 6)}
+    out.append(entry)
+  return out
+
+
+def fmt(stat, percent=False):
+  if stat is None:
+    return "-"
+  if percent:
+    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+  return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def table(summary, columns, metrics):
+  """Markdown table: one row per setting; ``columns`` from the label, ``metrics`` as mean ± std
+  (accuracies in %)."""
+  head = list(columns) + [m.replace("_", " ") for m in metrics]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for s in summary:
+    cells = [str(s["setting"][c]) for c in columns]
+    cells += [fmt(s.get(m), percent=m in ("linear_probe", "knn")) for m in metrics]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def write(name, out_dir, *, title, command, setup_text, summary, rows, table_md, verdict,
+          figure, extra=None):
+  """``<name>.md``, ``<name>.json`` and ``<name>.png`` (``figure`` is a matplotlib Figure)."""
+  os.makedirs(out_dir, exist_ok=True)
+  info = machine()
+  md = [f"# {title}", "",
+        f"Command: `{command}`  ",
+        f"Date: {info['date']}  ",
+        f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']} "
+        f"({info['devices']})", "",
+        setup_text, "", table_md, "", "## Verdict", "", verdict, "",
+        f"![{name}]({name}.png)", ""]
+  with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+    f.write("\n".join(md))
+  with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+    json.dump({"study": name, "command": command, "machine": info, "summary": summary,
+               "runs": rows, **(extra or {})}, f, indent=1)
+  figure.savefig(os.path.join(out_dir, f"{name}.png"), dpi=110, bbox_inches="tight")
+
+
+def command(module, smoke):
+  return f"python -m experiments.{module}" + (" --smoke" if smoke else "")
+
+
+def mean_std(summary, metric, **where):
+  """``(mean, std)`` of ``metric`` in the summary entry whose setting matches ``where``."""
+  for s in summary:
+    if all(s["setting"].get(k) == v for k, v in where.items()) and metric in s:
+      return s[metric]["mean"], s[metric]["std"]
+  return float("nan"), float("nan")
+
+
+def pyplot():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def log(*a):
+  print(*a, flush=True, file=sys.stderr)

@@ -1,0 +1,35 @@
+"""Each method study runs end to end with --smoke (3 steps, one seed, two settings; ~20-40 s each on an idle 2-core CPU) through the
+shared trainer and writes its Markdown table, JSON and plot."""
+import importlib
+import json
+
+import pytest
+
+STUDIES = {
+    # study: (columns of the table, number of smoke settings)
+    "dcl": (("batch", "loss"), 2),
+    "mv_dhel": (("K", "loss"), 2),
+    "loss_behaviour": (("loss", "T", "quantile"), 2),
+}
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_study_smoke(study, tmp_path):
+  columns, n_settings = STUDIES[study]
+  module = importlib.import_module(f"experiments.{study}")
+  module.main(["--smoke", "--out", str(tmp_path)])
+  for ext in ("md", "json", "png"):
+    assert (tmp_path / f"{study}.{ext}").stat().st_size > 0
+  out = json.loads((tmp_path / f"{study}.json").read_text())
+  assert out["command"] == f"python -m experiments.{study} --smoke"
+  assert {"cpu", "cores", "jax", "date"} <= set(out["machine"])
+  assert len(out["summary"]) == n_settings and len(out["runs"]) == n_settings
+  for s in out["summary"]:
+    assert set(columns) <= set(s["setting"]) and s["n"] == 1
+    assert 0.0 < s["linear_probe"]["mean"] <= 1.0 and s["linear_probe"]["std"] == 0.0
+  md = (tmp_path / f"{study}.md").read_text()
+  rows = [l for l in md.splitlines() if l.startswith("| ")]
+  assert rows[0].split(" | ")[:len(columns)] == ["| " + columns[0], *columns[1:]]
+  assert len(rows) == 1 + n_settings  # header + one row per setting
+  assert "## Verdict" in md and "Machine:" in md and f"{study}.png" in md
