@@ -33,3 +33,11 @@ def test_study_smoke(study, tmp_path):
   assert rows[0].split(" | ")[:len(columns)] == ["| " + columns[0], *columns[1:]]
   assert len(rows) == 1 + n_settings  # header + one row per setting
   assert "## Verdict" in md and "Machine:" in md and f"{study}.png" in md
+
+
+@pytest.mark.parametrize("name", ["dcl_digits", "mv_dhel_digits", "loss_behaviour_digits"])
+def test_method_recipes_validate(name):
+  from jaxcl.train.config import make_objective, validate
+  c = importlib.import_module(f"configs.{name}").get_config()
+  assert validate(c, num_devices=8, num_processes=1).name == "digits"
+  make_objective(c)  # the loss has an adapter and its kwargs are accepted
