@@ -31,7 +31,27 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser()
   p.add_argument("--smoke", action="store_true", help="tiny budget: a few steps, one seed")
   p.add_argument("--out", default=RESULTS, help="directory for <study>.md/.json/.png")
+  p.add_argument("--replot", action="store_true",
+                 help="re-render md/png from the runs in <out>/<study>.json (no training)")
   return p.parse_args(argv)
+
+
+def runs(name, args, grid, seeds):
+  """The grid's runs: trained now, or (``--replot``) read back with their machine info."""
+  if args.replot:
+    with open(os.path.join(args.out, f"{name}.json")) as f:
+      saved = json.load(f)
+    return saved["runs"], saved["machine"]
+  return run_grid(grid, seeds, log=log), None
+
+
+def separated(a, b):
+  """Whether two ``(mean, std)`` differ by more than the sum of their seed std's."""
+  return abs(a[0] - b[0]) > a[1] + b[1]
+
+
+def spread_note(a, b):
+  return "" if separated(a, b) else " (**within the seed spread**)"
 
 
 def machine():
@@ -119,10 +139,11 @@ def table(summary, columns, metrics):
 
 
 def write(name, out_dir, *, title, command, setup_text, summary, rows, table_md, verdict,
-          figure, extra=None):
-  """``<name>.md``, ``<name>.json`` and ``<name>.png`` (``figure`` is a matplotlib Figure)."""
+          figure, extra=None, info=None):
+  """``<name>.md``, ``<name>.json`` and ``<name>.png`` (``figure`` is a matplotlib Figure);
+  ``info`` (machine and date) defaults to this machine now."""
   os.makedirs(out_dir, exist_ok=True)
-  info = machine()
+  info = info or machine()
   md = [f"# {title}", "",
         f"Command: `{command}`  ",
         f"Date: {info['date']}  ",

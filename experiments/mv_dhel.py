@@ -33,26 +33,30 @@ def settings(smoke):
 
 
 def verdict(summary, ks):
-  acc = {k: _study.mean_std(summary, "linear_probe", K=k, loss="mv_dhel")[0] for k in ks}
-  rank = {(k, l): _study.mean_std(summary, "effective_rank", K=k, loss=l)[0]
+  acc = {k: _study.mean_std(summary, "linear_probe", K=k, loss="mv_dhel") for k in ks}
+  rank = {(k, l): _study.mean_std(summary, "effective_rank", K=k, loss=l)
           for k in ks for l, _ in LOSSES}
-  gains = acc[ks[-1]] > acc[ks[0]]
+  a0, a1 = acc[ks[0]], acc[ks[-1]]
+  gains = a1[0] > a0[0] and _study.separated(a1, a0)
   big = [k for k in ks if k >= 4]
-  top_rank = all(rank[(k, "mv_dhel")] >= max(rank.get((k, l), -1) for l, _ in LOSSES)
-                 for k in big) if big else False
+  top_rank = bool(big) and all(
+      all(_study.separated(rank[(k, "mv_dhel")], rank[(k, l)]) and
+          rank[(k, "mv_dhel")][0] > rank[(k, l)][0] for l, _ in LOSSES if l != "mv_dhel")
+      for k in big)
   parts = [
-      f"MV-DHEL linear probe from K={ks[0]} to K={ks[-1]}: {100 * acc[ks[0]]:.2f}% → "
-      f"{100 * acc[ks[-1]]:.2f}% ({'gains' if gains else '**no gain**'} with K).",
-      "Effective rank at K ≥ 4: " + ("; ".join(
-          f"K={k}: " + ", ".join(f"{l} {rank[(k, l)]:.1f}" for l, _ in LOSSES) for k in big)
-          or "not run") + ".",
+      f"MV-DHEL linear probe from K={ks[0]} to K={ks[-1]}: {100 * a0[0]:.2f} ± {100 * a0[1]:.2f}%"
+      f" → {100 * a1[0]:.2f} ± {100 * a1[1]:.2f}%" + _study.spread_note(a1, a0) + ".",
+      "Effective rank of the test features at K ≥ 4: " + ("; ".join(
+          f"K={k}: " + ", ".join(f"{l} {rank[(k, l)][0]:.1f} ± {rank[(k, l)][1]:.1f}"
+                                 for l, _ in LOSSES) for k in big) or "not run") + ".",
   ]
-  ok = gains and top_rank
-  head = ("The proxy **reproduces** both parts of the claim." if ok else
-          "The proxy **does not fully reproduce** the claim: " +
-          ("accuracy does not grow with K; " if not gains else "") +
-          ("MV-DHEL does not have the highest effective rank at every K ≥ 4; " if not top_rank
-           else "") + "numbers below.")
+  head = ("The proxy **reproduces** both parts of the claim." if gains and top_rank else
+          "Partly: " + ("MV-DHEL keeps the highest effective rank at K ≥ 4, beyond the seed "
+                        "spread (no dimensional collapse), " if top_rank else
+                        "MV-DHEL does **not** have the highest effective rank at K ≥ 4, ") +
+          ("and its accuracy grows with K." if gains else
+           "but the proxy **does not reproduce** an accuracy gain with K (the change is inside "
+           "the seed spread; digits is near its ceiling)."))
   return head + "\n\n" + "\n".join(f"- {p}" for p in parts)
 
 
@@ -60,7 +64,7 @@ def main(argv=None):
   args = _study.parse_args(argv)
   grid = settings(args.smoke)
   seeds = (0,) if args.smoke else (0, 1, 2)
-  rows = _study.run_grid(grid, seeds, log=_study.log)
+  rows, info = _study.runs("mv_dhel", args, grid, seeds)
   summary = _study.summarize(rows)
   ks = sorted({s["K"] for s, _ in grid})
   labels = [l for l, _ in LOSSES if any(s["loss"] == l for s, _ in grid)]
@@ -85,7 +89,7 @@ def main(argv=None):
            f"over seeds {list(seeds)}.")
   _study.write("mv_dhel", args.out, title="Multi-view objectives vs number of views (digits)",
                command=_study.command("mv_dhel", args.smoke), setup_text=setup,
-               summary=summary, rows=rows, figure=fig, verdict=verdict(summary, ks),
+               summary=summary, rows=rows, figure=fig, info=info, verdict=verdict(summary, ks),
                table_md=_study.table(summary, ("K", "loss"),
                                      ("linear_probe", "knn", "effective_rank")))
 
