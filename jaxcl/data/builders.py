@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -109,5 +111,9 @@ def prepare(name: str, data_dir=None) -> None:
   with _file_lock(os.path.join(root, f".jaxcl_{name}.lock")):
     b = builder(name, data_dir)  # another process may have finished while we waited
     if not b.is_prepared():
-      b.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+      # tfds announces a "download" on stdout; nothing is downloaded, so say what happens on
+      # stderr instead (keeps stdout, and the doctests that read it, clean).
+      print(f"jaxcl: preparing the embedded dataset {name!r} in {root} (once)", file=sys.stderr)
+      with contextlib.redirect_stdout(io.StringIO()):
+        b.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False))

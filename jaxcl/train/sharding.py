@@ -10,8 +10,8 @@ Example:
   >>> import jax, numpy as np
   >>> mesh = make_mesh()
   >>> x = global_batch(mesh, {"x": np.zeros((8, 3), np.float32)})["x"]
-  >>> x.sharding.spec
-  PartitionSpec('data',)
+  >>> x.sharding.spec == jax.sharding.PartitionSpec("data")
+  True
 """
 from __future__ import annotations
 
