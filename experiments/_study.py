@@ -36,6 +36,18 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
+def start(name, settings, argv=None):
+  """Parses the flags and runs (or reads back) the study's grid of (setting, seed) configs.
+
+  Returns ``(args, grid, seeds, rows, summary, machine_info)``; 3 seeds, 1 with ``--smoke``.
+  """
+  args = parse_args(argv)
+  grid = settings(args.smoke)
+  seeds = (0,) if args.smoke else (0, 1, 2)
+  rows, info = runs(name, args, grid, seeds)
+  return args, grid, seeds, rows, summarize(rows), info
+
+
 def runs(name, args, grid, seeds):
   """The grid's runs: trained now, or (``--replot``) read back with their machine info."""
   if args.replot:

@@ -50,11 +50,7 @@ def verdict(summary, batches):
 
 
 def main(argv=None):
-  args = _study.parse_args(argv)
-  grid = settings(args.smoke)
-  seeds = (0,) if args.smoke else (0, 1, 2)
-  rows, info = _study.runs("dcl", args, grid, seeds)
-  summary = _study.summarize(rows)
+  args, grid, seeds, rows, summary, info = _study.start("dcl", settings, argv)
   batches = sorted({s["batch"] for s, _ in grid})
   losses = [n for n in LOSSES if any(s["loss"] == n for s, _ in grid)]
   plt = _study.pyplot()

@@ -85,11 +85,7 @@ def verdict(summary, temps):
 
 
 def main(argv=None):
-  args = _study.parse_args(argv)
-  grid = settings(args.smoke)
-  seeds = (0,) if args.smoke else (0, 1, 2)
-  rows, info = _study.runs("loss_behaviour", args, grid, seeds)
-  summary = _study.summarize(rows)
+  args, grid, seeds, rows, summary, info = _study.start("loss_behaviour", settings, argv)
   temps = sorted({s["T"] for s, _ in grid if s["loss"] == "nt_xent"})
   plt = _study.pyplot()
   fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))

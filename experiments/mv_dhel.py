@@ -61,11 +61,7 @@ def verdict(summary, ks):
 
 
 def main(argv=None):
-  args = _study.parse_args(argv)
-  grid = settings(args.smoke)
-  seeds = (0,) if args.smoke else (0, 1, 2)
-  rows, info = _study.runs("mv_dhel", args, grid, seeds)
-  summary = _study.summarize(rows)
+  args, grid, seeds, rows, summary, info = _study.start("mv_dhel", settings, argv)
   ks = sorted({s["K"] for s, _ in grid})
   labels = [l for l, _ in LOSSES if any(s["loss"] == l for s, _ in grid)]
   plt = _study.pyplot()
