@@ -15,7 +15,7 @@ STEPS = 100
 
 def settings(smoke):
   from configs.dcl_digits import get_config
-  batches = (16,) if smoke else (16, 256)
+  batches = (16,) if smoke else (16, 32, 64, 128, 256)
   losses = ("nt_xent", "dcl") if smoke else LOSSES
   out = []
   for b in batches:
