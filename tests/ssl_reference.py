@@ -81,13 +81,14 @@ def swav(scores, temperature, epsilon, num_iters, num_global, queue=None, codes=
 
 # ------------------------------------------------------------------ MoCHi / truncated
 
-def mochi_synthetic(q, k, queue, draws, num_hard):
-  """Per-row synthetic negatives from the hardest-first pool (own positive excluded)."""
+def mochi_synthetic(q, k, queue, draws, num_hard, mine_batch=True):
+  """Per-row synthetic negatives from the hardest-first pool (own positive excluded); with
+  ``mine_batch=False`` the pool is the queue alone."""
   q, k = unit(q), unit(k)
   first, second, alpha, partner, beta = [np.asarray(d) for d in draws]
   out = []
   for i in range(q.shape[0]):
-    pool = [k[j] for j in range(k.shape[0]) if j != i]
+    pool = [k[j] for j in range(k.shape[0]) if j != i and mine_batch]
     if queue is not None:
       pool += list(unit(queue))
     pool = np.array(pool)

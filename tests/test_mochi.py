@@ -111,3 +111,55 @@ def test_bad_inputs_name_the_argument():
     losses.mochi_loss(q.astype(np.int32), k, rng=jax.random.key(0), **KW)
   with pytest.raises(ValueError, match="'key'"):
     losses.mochi_loss(q, k[:3], rng=jax.random.key(0), **KW)
+
+
+# ------------------------------------------------------------- mine="queue" (the paper's pool)
+QKW = dict(KW, mine="queue")
+
+
+def test_queue_mining_value_and_gradient_match_loop_reference():
+  q, k, queue = _data(20, B, D), _data(21, B, D), _data(22, 6, D)
+  rng = jax.random.key(23)
+  synthetic = ref.mochi_synthetic(q, k, queue, _draws(rng), NH, mine_batch=False)
+  loss = lambda a, b: _loss(a, b, rng, queue, kw=tuple(QKW.items()))
+  np.testing.assert_allclose(loss(q, k), ref.mochi(q, k, T, synthetic, queue), rtol=1e-5,
+                             atol=1e-6)
+  # Mining from the queue alone differs from mining batch + queue on this data.
+  assert not np.allclose(loss(q, k), _loss(q, k, rng, queue), rtol=1e-4)
+  g = np.random.default_rng(24).uniform(0.5, 1.5, size=B)
+  grads = jax.jit(jax.grad(lambda a, b: jnp.sum(g * loss(a, b)), argnums=(0, 1)))(q, k)
+  fns = [lambda x: g @ ref.mochi(x, k, T, synthetic, queue),
+         lambda x: g @ ref.mochi(q, x, T, synthetic, queue)]
+  for got, x, f, seed in zip(grads, (q, k), fns, (25, 26)):
+    direction = np.random.default_rng(seed).normal(size=x.shape)
+    np.testing.assert_allclose(np.sum(np.asarray(got, np.float64) * direction),
+                               ref.fd_directional(f, x, direction), rtol=2e-4)
+
+
+def test_queue_mining_sharded_equals_single_device():
+  b = 16
+  q, k, queue = _data(27, b, D), _data(28, b, D), _data(29, 6, D)
+  g = np.random.default_rng(30).uniform(0.5, 1.5, size=b).astype(np.float32)
+  rng = jax.random.key(31)
+
+  def body(a, c, w, qu):
+    per = losses.mochi_loss(a, c, rng=rng, queue=qu, axis_name="data", **QKW)
+    return jax.lax.psum(jnp.sum(w * per), "data")
+
+  total = ref.shard(body, (P("data"),) * 3 + (P(),), P())
+  single = lambda a, c: jnp.sum(g * losses.mochi_loss(a, c, rng=rng, queue=queue, **QKW))
+  value, got = jax.jit(jax.value_and_grad(total, argnums=(0, 1)))(q, k, g, queue)
+  want_value, want = jax.jit(jax.value_and_grad(single, argnums=(0, 1)))(q, k)
+  np.testing.assert_allclose(value, want_value, rtol=1e-5)
+  for a, b_ in zip(got, want):
+    np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-6)
+
+
+def test_queue_mining_bad_inputs_name_the_argument():
+  q, k = _data(0, B, D), _data(1, B, D)
+  with pytest.raises(ValueError, match="'queue'"):
+    losses.mochi_loss(q, k, rng=jax.random.key(0), **QKW)
+  with pytest.raises(ValueError, match="'num_hard'"):
+    losses.mochi_loss(q, k, rng=jax.random.key(0), queue=_data(2, 3, D), **QKW)  # NH=4 > 3
+  with pytest.raises(ValueError, match="'mine'"):
+    losses.mochi_loss(q, k, rng=jax.random.key(0), **dict(KW, mine="batch"))

@@ -18,7 +18,9 @@ code agrees with the paper). The two type-1 parents are distinct members of ``Q_
 
 The paper's pool is a MoCo queue; here the pool is the all-gathered global batch of keys
 (fresh features, ``B_global - 1`` negatives per query) plus the optional ``queue`` ``[M, D]``
-(stale features, replicated on every device, stop-gradient). Use ``active`` (a bool or
+(stale features, replicated on every device, stop-gradient). ``mine="queue"`` mines ``Q_i``
+from the queue alone, as the paper does (the other keys of the batch stay negatives of the
+log-sum-exp either way; MoCo would see them one step later, once enqueued). Use ``active`` (a bool or
 traced scalar) to switch mixing off during a warm-up without recompiling.
 
 Distributed semantics: keys and their tags are gathered; the random draws of row ``i`` come
@@ -92,8 +94,8 @@ def mochi_negatives(q, pool, pool_ok, draws: MixDraws, num_hard: int):
 
 
 def mochi_loss(query, key, *, rng, num_hard=64, num_mix=64, num_mix_query=32, temperature=0.2,
-               queue=None, axis_name=None, normalize=True, valid=None, active=True,
-               impl="dense", block_size=1024):
+               queue=None, mine="all", axis_name=None, normalize=True, valid=None,
+               active=True, impl="dense", block_size=1024):
   """MoCHi(num_hard, num_mix, num_mix_query) InfoNCE, per example ``[B_local]``.
 
   Args:
@@ -105,6 +107,8 @@ def mochi_loss(query, key, *, rng, num_hard=64, num_mix=64, num_mix_query=32, te
     num_mix_query: ``s'``, type-2 synthetic negatives per query.
     temperature: ``T`` (MoCo-v2 0.2).
     queue: optional ``[M, D]`` extra negatives (stop-gradient), replicated on every device.
+    mine: where ``Q_i`` comes from: ``"all"`` (the other keys of the global batch and the
+      queue) or ``"queue"`` (the queue only, as in the paper; needs ``queue``).
     axis_name: mesh axis name(s) for the global batch inside ``shard_map``.
     normalize: L2-normalise ``query``, ``key`` and ``queue`` first.
     valid: ``[B]`` bool padding mask (padded rows: loss 0, in nobody's pool).
@@ -123,8 +127,15 @@ def mochi_loss(query, key, *, rng, num_hard=64, num_mix=64, num_mix_query=32, te
     queue = c.embeddings("queue", queue, fn, what="[queue, dim]")
     c.check_same("query", query, "queue", queue, 1, fn, "feature size")
     n_queue = queue.shape[0]
+  if mine not in ("all", "queue"):
+    raise ValueError(f"{fn}: 'mine' must be 'all' or 'queue', got {mine!r}")
+  if mine == "queue" and queue is None:
+    raise ValueError(f"{fn}: mine='queue' needs a 'queue'")
   n_pool = b * collectives.axis_size(axis_name) + n_queue
   lowest = 2 if num_mix > 0 else 1
+  if mine == "queue" and num_mix + num_mix_query > 0 and not lowest <= num_hard <= n_queue:
+    raise ValueError(f"{fn}: 'num_hard' must be in [{lowest}, {n_queue}] (queue size) for "
+                     f"mixing with mine='queue', got {num_hard}")
   if num_mix + num_mix_query > 0 and not lowest <= num_hard <= n_pool - 1:
     raise ValueError(f"{fn}: 'num_hard' must be in [{lowest}, {n_pool - 1}] (global batch - 1 + "
                      f"queue) for mixing, got {num_hard}")
@@ -144,7 +155,9 @@ def mochi_loss(query, key, *, rng, num_hard=64, num_mix=64, num_mix_query=32, te
     key_valid = collectives.all_gather(valid, axis_name)
     pool_ok = key_valid[None, :] & (key_sample[None, :] != q_tags["sample"][:, None])
     pool = keys_all
-    if queue is not None:
+    if mine == "queue":
+      pool, pool_ok = queue, jnp.ones((b, n_queue), bool)
+    elif queue is not None:
       pool = jnp.concatenate([keys_all, queue])
       pool_ok = jnp.concatenate([pool_ok, jnp.ones((b, n_queue), bool)], axis=1)
     draws = mochi_draws(rng, q_tags["sample"], num_hard=num_hard, num_mix=num_mix,
