@@ -96,7 +96,7 @@ def quiet(config):
 
 def run_grid(settings, seeds, log=print):
   """Trains every (setting, seed); returns one row of final metrics per run."""
-  from jaxcl.train import train
+  from jaxcl.train import logger, train
   rows = []
   for label, config in settings:
     for seed in seeds:
@@ -105,9 +105,13 @@ def run_grid(settings, seeds, log=print):
       t0 = time.time()
       with tempfile.TemporaryDirectory() as workdir:
         final = train(c, workdir)["final"]
+        logged = logger.read_metrics(workdir)
       (res,) = final.values()
       row = {"setting": label, "seed": seed, "wall_s": round(time.time() - t0, 2),
              **{k: res[k] for k in METRICS if k in res}}
+      # The last logged training metrics (loss, objective health), as "train/<name>".
+      row.update({f"train/{k}": v for k, v in (logged[-1] if logged else {}).items()
+                  if k not in ("step", "time") and isinstance(v, (int, float))})
       rows.append(row)
       log(f"  {label} seed {seed}: probe {100 * row['linear_probe']:.2f}%  "
           f"kNN {100 * row['knn']:.2f}%  ({row['wall_s']:.1f} s)")

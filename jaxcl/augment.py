@@ -52,6 +52,7 @@ SIGNAL1D_DEFAULTS = dict(
     noise_std=0.15,        # i.i.d. Gaussian noise
     mask_prob=0.5,         # probability of zeroing one segment ...
     mask_frac=(0.05, 0.25),  # ... of this fraction of the length
+    crop=None,             # (lo, hi): first take a random window of U[lo, hi] * L (multi-crop)
 )
 IMAGE_DEFAULTS = dict(
     crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5,
@@ -321,7 +322,7 @@ def multi_crop(key, x, *, global_size, local_size, num_local, global_scale=(0.4,
     if kind == "image":
       fn = functools.partial(_image_view, **{**cfg, "crop_scale": scale}, out_size=size)
     else:
-      fn = functools.partial(_signal_view, **{**cfg, "stretch": (1.0, 1.0)}, crop=scale,
+      fn = functools.partial(_signal_view, **{**cfg, "stretch": (1.0, 1.0), "crop": scale},
                              out_len=size[0])
     out.append(_per_example(fn, rank, "multi_crop")(k, x))
   return out
