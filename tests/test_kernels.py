@@ -392,8 +392,12 @@ def test_ring_memory_is_flat_in_device_count():
     with jax.set_mesh(mesh):
       return jax.jit(g).lower(q, q).compile().memory_analysis().temp_size_in_bytes
 
-  # One device has no communication buffers (the ring is the blockwise path); from 4 devices
-  # on, the per-device buffers are the local queries, one visiting key shard, its gradient
-  # accumulator and a tile, whatever the device count.
-  four, eight = temp_bytes(4), temp_bytes(8)
-  assert eight <= 1.1 * four, (four, eight)
+  # The chunk-major ring keeps one travelling key tile (and its gradient accumulator) in
+  # flight, so the per-device temp memory is that of one device plus a few tiles, whatever the
+  # device count (the criterion: 8 devices within 10% of 1).
+  one, four, eight = temp_bytes(1), temp_bytes(4), temp_bytes(8)
+  # Over one device: a handful of [64, 32] float32 tiles (keys, tags, gradient accumulator
+  # and their receive buffers), far below one [256, 32] shard per extra device.
+  tile = 64 * 32 * 4
+  assert eight - one <= 8 * tile, (one, eight)
+  assert eight <= 1.02 * four, (four, eight)

@@ -70,10 +70,11 @@ def main(argv=None):
           (f"vs {args.devices[0]} device(s)", lambda r: f"{r['vs_first']:.2f}x")]
   table = _bench.markdown_table(rows, cols)
   notes = (f"info_nce fwd+bwd, D={args.dim}, block {args.block}, per-device "
-           f"`memory_analysis().temp_size_in_bytes` (compile only). One device runs no ring "
-           f"(nothing to pass), so it lacks the ring's buffers: the visiting key shard, the "
-           f"collective-permute receive buffers and the travelling key-gradient accumulator, a "
-           f"few `B_local x D` arrays whatever the device count.")
+           f"`memory_analysis().temp_size_in_bytes` (compile only). The ring is chunk-major: "
+           f"one `{args.block} x D` key tile and its gradient accumulator travel round the ring "
+           f"at a time, so over one device it adds only those tiles and their receive buffers, "
+           f"whatever the device count; `blockwise` all-gathers the keys (grows with the global "
+           f"batch) and `dense` also materialises `B_local x B_global` logits.")
   path = _bench.write_results(NAME, dict(machine=_bench.machine(), rows=rows, args=vars(args)),
                               table, notes)
   print(table)

@@ -188,12 +188,13 @@ def _fold_shard(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale):
   return state
 
 
-def _grad_shard(weights, res, q_blk, qt_blk, k_blk, kt_blk, scale, with_wsum):
-  """For one shard of keys: ``A_i = sum_j w_ij k_j`` per query row, ``sum_i w_ij q_i`` per
-  key row (both unscaled, float32) and, if asked, ``sum_ij w_ij``."""
+def _grad_shard(weights, res, a0, q_blk, qt_blk, k_blk, kt_blk, scale, with_wsum):
+  """For one shard of keys: ``A_i = a0_i + sum_j w_ij k_j`` per query row, ``sum_i w_ij q_i``
+  per key row (both unscaled, float32) and, if asked, ``sum_ij w_ij``. ``a0`` is added in
+  place so a ring keeps one query-sized accumulator, not one per visit."""
 
   def per_query_tile(dk, xs):
-    qb, qt, rs = xs
+    qb, qt, rs, ab = xs
     qt = _expand_q(qt)
 
     def per_key_tile(carry, ys):
@@ -208,13 +209,12 @@ def _grad_shard(weights, res, q_blk, qt_blk, k_blk, kt_blk, scale, with_wsum):
         wsum = wsum + jnp.sum(w)
       return (a, wsum), dkb
 
-    init = _vary_like((jnp.zeros(qb.shape, jnp.float32), jnp.zeros((), jnp.float32)),
-                      qb, k_blk, scale, rs)
+    init = _vary_like((ab, jnp.zeros((), jnp.float32)), qb, k_blk, scale, rs)
     (a, wsum), dk_part = jax.lax.scan(per_key_tile, init, (k_blk, kt_blk))
     return dk + dk_part, (a, wsum)
 
   dk0 = _vary_like(jnp.zeros(k_blk.shape, jnp.float32), q_blk, k_blk, scale, res)
-  dk, (a, wsum) = jax.lax.scan(per_query_tile, dk0, (q_blk, qt_blk, res))
+  dk, (a, wsum) = jax.lax.scan(per_query_tile, dk0, (q_blk, qt_blk, res, a0))
   return a, dk, jnp.sum(wsum)
 
 
@@ -223,42 +223,66 @@ def _on_ring(k_blk, kt_blk, plan):
   return jax.tree.map(lambda x: _pvary(x, plan.ring_axis), (k_blk, kt_blk))
 
 
+def _one_tile(x):
+  return jax.tree.map(lambda v: v[None], x)
+
+
 def _sweep_fwd(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale, plan: _Plan):
-  """Folds the keys of every device on the ring (just the local ones when not a ring)."""
+  """Folds the keys of every device on the ring (just the local ones when not a ring).
+
+  The ring is chunk-major: one key tile at a time travels all the way round (``n_dev - 1``
+  hops, every device folding it as it passes) before the next tile leaves home, so what is in
+  flight is one ``[tk, D]`` tile, not a whole ``[B_local, D]`` shard, and per-device memory
+  does not depend on the device count.
+  """
   if plan.n_dev == 1:
     return _fold_shard(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale)
 
-  def step(carry, _):
-    state, kb, kt = carry
-    state = _fold_shard(fold, state, q_blk, qt_blk, kb, kt, scale)
-    kb, kt = collectives.ppermute_next((kb, kt), plan.ring_axis)
-    return (state, kb, kt), None
+  def per_tile(state, ys):
+    def hop(carry, _):
+      state, kb, kt = carry
+      state = _fold_shard(fold, state, q_blk, qt_blk, kb[None], _one_tile(kt), scale)
+      kb, kt = collectives.ppermute_next((kb, kt), plan.ring_axis)
+      return (state, kb, kt), None
 
-  k_blk, kt_blk = _on_ring(k_blk, kt_blk, plan)
-  (state, kb, kt), _ = jax.lax.scan(step, (state, k_blk, kt_blk), None, length=plan.n_dev - 1)
-  return _fold_shard(fold, state, q_blk, qt_blk, kb, kt, scale)
+    (state, kb, kt), _ = jax.lax.scan(hop, (state,) + ys, None, length=plan.n_dev - 1)
+    return _fold_shard(fold, state, q_blk, qt_blk, kb[None], _one_tile(kt), scale), None
+
+  state, _ = jax.lax.scan(per_tile, state, _on_ring(k_blk, kt_blk, plan))
+  return state
 
 
 def _sweep_bwd(weights, res, q_blk, qt_blk, k_blk, kt_blk, scale, plan: _Plan, with_wsum):
-  """Backward sweep; the key-gradient accumulator rides the ring with its keys and is home
-  after the last hop."""
+  """Backward sweep, chunk-major like :func:`_sweep_fwd`: each key tile's gradient
+  accumulator rides the ring with the tile and is home after one last hop."""
+  a0 = _vary_like(jnp.zeros(q_blk.shape, jnp.float32), q_blk, k_blk, scale, res)
   if plan.n_dev == 1:
-    return _grad_shard(weights, res, q_blk, qt_blk, k_blk, kt_blk, scale, with_wsum)
+    return _grad_shard(weights, res, a0, q_blk, qt_blk, k_blk, kt_blk, scale, with_wsum)
 
-  def step(carry, _):
-    a, wsum, kb, kt, dk = carry
-    a_s, dk_s, w_s = _grad_shard(weights, res, q_blk, qt_blk, kb, kt, scale, with_wsum)
-    kb, kt, dk = collectives.ppermute_next((kb, kt, dk + dk_s), plan.ring_axis)
-    return (a + a_s, wsum + w_s, kb, kt, dk), None
+  def visit(a, wsum, kb, kt):
+    a, dk_s, w_s = _grad_shard(weights, res, a, q_blk, qt_blk, kb[None], _one_tile(kt), scale,
+                               with_wsum)
+    return a, wsum + w_s, dk_s[0]
 
-  k_blk, kt_blk = _on_ring(k_blk, kt_blk, plan)
-  zeros = _vary_like((jnp.zeros(q_blk.shape, jnp.float32), jnp.zeros((), jnp.float32),
-                      jnp.zeros(k_blk.shape, jnp.float32)), q_blk, k_blk, scale, res)
-  init = (zeros[0], zeros[1], k_blk, kt_blk, zeros[2])
-  (a, wsum, kb, kt, dk), _ = jax.lax.scan(step, init, None, length=plan.n_dev - 1)
-  a_s, dk_s, w_s = _grad_shard(weights, res, q_blk, qt_blk, kb, kt, scale, with_wsum)
-  dk = collectives.ppermute_next(dk + dk_s, plan.ring_axis)
-  return a + a_s, dk, wsum + w_s
+  def per_tile(carry, ys):
+    a, wsum = carry
+    kb, kt = ys
+
+    def hop(c, _):
+      a, wsum, kb, kt, dk = c
+      a, wsum, dk_s = visit(a, wsum, kb, kt)
+      kb, kt, dk = collectives.ppermute_next((kb, kt, dk + dk_s), plan.ring_axis)
+      return (a, wsum, kb, kt, dk), None
+
+    dk0 = _vary_like(jnp.zeros(kb.shape, jnp.float32), q_blk, kb, scale, res)
+    (a, wsum, kb, kt, dk), _ = jax.lax.scan(hop, (a, wsum, kb, kt, dk0), None,
+                                            length=plan.n_dev - 1)
+    a, wsum, dk_s = visit(a, wsum, kb, kt)
+    return (a, wsum), collectives.ppermute_next(dk + dk_s, plan.ring_axis)
+
+  w0 = _vary_like(jnp.zeros((), jnp.float32), q_blk, k_blk, scale, res)
+  (a, wsum), dk = jax.lax.scan(per_tile, (a0, w0), _on_ring(k_blk, kt_blk, plan))
+  return a, dk, wsum
 
 
 def _input_grads(q, k, scale, a, dk, plan):
