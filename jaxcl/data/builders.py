@@ -37,8 +37,9 @@ _VERSION = "1.0.0"  # bump when a generator changes
 def _features(info: catalog.DatasetInfo):
   y = (tfds.features.Tensor(shape=(), dtype=np.float32) if info.is_regression
        else tfds.features.ClassLabel(num_classes=info.num_classes))
+  extra = {k: tfds.features.ClassLabel(num_classes=n) for k, n in info.extra_labels}
   return tfds.features.FeaturesDict(
-      {"x": tfds.features.Tensor(shape=info.shape, dtype=np.float32), "y": y})
+      {"x": tfds.features.Tensor(shape=info.shape, dtype=np.float32), "y": y, **extra})
 
 
 class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -59,11 +60,12 @@ class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing is downloaded
     arrays = embedded.generate(self.name)
-    return {split: self._generate_examples(x, y) for split, (x, y) in arrays.items()}
+    return {split: self._generate_examples(*a) for split, a in arrays.items()}
 
-  def _generate_examples(self, x, y):
+  def _generate_examples(self, x, y, extra=None):
+    extra = extra or {}
     for i in range(len(y)):
-      yield i, {"x": x[i], "y": y[i]}
+      yield i, {"x": x[i], "y": y[i], **{k: v[i] for k, v in extra.items()}}
 
 
 def _make_builder_class(name):

@@ -26,6 +26,9 @@ class DatasetInfo:
     num_classes: number of labels; ``0`` for regression (``y`` is then float32).
     splits: split name -> number of examples.
     embedded: True when the data is generated offline by jaxcl (no download ever).
+    extra_labels: ``((name, num_classes), ...)`` further integer labels stored with each
+      example (``load_arrays`` returns them under ``name``), e.g. the easy feature of
+      ``digits_easy``.
   """
   name: str
   kind: str
@@ -33,6 +36,7 @@ class DatasetInfo:
   num_classes: int
   splits: Mapping[str, int]
   embedded: bool = True
+  extra_labels: tuple[tuple[str, int], ...] = ()
 
   @property
   def is_regression(self) -> bool:
@@ -48,6 +52,9 @@ _INFOS = {
     "breast_cancer": DatasetInfo("breast_cancer", "tabular", (30,), 2,
                                  {"train": 455, "test": 114}),
     "diabetes": DatasetInfo("diabetes", "tabular", (10,), 0, {"train": 353, "test": 89}),
+    # digits + an "easy" channel shared by both views (MCL's feature-suppression proxy).
+    "digits_easy": DatasetInfo("digits_easy", "image", (8, 8, 2), 10,
+                               {"train": 1437, "test": 360}, extra_labels=(("easy", 5),)),
     "cifar10": DatasetInfo("cifar10", "image", (32, 32, 3), 10, {"train": 50000, "test": 10000},
                            embedded=False),
 }

@@ -10,8 +10,16 @@
   statistics ``(x - mean_train) / std_train``; digits pixels are ``v / 16`` in ``[0, 1]``;
   the diabetes target is the raw disease-progression score (float32).
 
-Every function returns ``{split: (x float32 [N, *shape], y int32 | float32 [N])}`` and is
-deterministic (same arrays in every process and on every call).
+* ``digits_easy`` (the feature-suppression proxy of MCL, Zhang et al. ECCV 2024,
+  arXiv 2402.11816): ``digits`` (same split) with a second channel that is constant over the
+  image, ``(e + 0.5) / EASY_LEVELS`` for an "easy" label ``e`` drawn uniformly from
+  ``default_rng(EASY_SEED)`` independently of the digit. Crops, flips and blur keep that
+  channel, so both views of an example share it: a feature that alone solves part of
+  instance discrimination and tells nothing about the digit.
+
+Every function returns ``{split: (x float32 [N, *shape], y int32 | float32 [N])}``, plus a
+dict of extra integer labels as a third element where the catalog lists ``extra_labels``, and
+is deterministic (same arrays in every process and on every call).
 
 Example:
   >>> from jaxcl.data import embedded
@@ -61,6 +69,20 @@ def _digits():
   return {"train": (xtr, ytr), "test": (xte, yte)}
 
 
+EASY_SEED = 1
+EASY_LEVELS = 5
+
+
+def _digits_easy():
+  out = {}
+  for i, (split, (x, y)) in enumerate(_digits().items()):
+    e = np.random.default_rng([EASY_SEED, i]).integers(0, EASY_LEVELS, len(y)).astype(np.int32)
+    level = ((e + 0.5) / EASY_LEVELS).astype(np.float32)
+    easy = np.broadcast_to(level[:, None, None, None], x.shape)
+    out[split] = (np.concatenate([x, easy], axis=-1), y, {"easy": e})
+  return out
+
+
 def _tabular(loader, regression=False):
   d = loader()
   y = d.target.astype(np.float32 if regression else np.int32)
@@ -79,6 +101,7 @@ def _sk(fn_name, regression=False):
 GENERATORS = {
     "mnist1d": _mnist1d,
     "digits": _digits,
+    "digits_easy": _digits_easy,
     "wine": _sk("load_wine"),
     "breast_cancer": _sk("load_breast_cancer"),
     "diabetes": _sk("load_diabetes", regression=True),

@@ -41,7 +41,9 @@ def _to_xy(name):
   if name == "cifar10":  # tfds features: image uint8 [32, 32, 3], label int64, id str
     return lambda r: {"x": np.asarray(r["image"], np.float32) / 255.0,
                       "y": np.asarray(r["label"], y_dtype)}
-  return lambda r: {"x": np.asarray(r["x"], np.float32), "y": np.asarray(r["y"], y_dtype)}
+  extra = [k for k, _ in meta.extra_labels]
+  return lambda r: {"x": np.asarray(r["x"], np.float32), "y": np.asarray(r["y"], y_dtype),
+                    **{k: np.asarray(r[k], np.int32) for k in extra}}
 
 
 class _ToXY(grain.transforms.Map):
@@ -90,11 +92,12 @@ def _embedded_arrays(name, split, root):
 
 def _stack(records, to_xy):
   xy = [to_xy(r) for r in records]
-  return {k: np.stack([e[k] for e in xy]) for k in ("x", "y")}
+  return {k: np.stack([e[k] for e in xy]) for k in xy[0]}
 
 
 def load_arrays(name: str, split: str, *, data_dir=None) -> dict[str, np.ndarray]:
-  """The whole split in memory: ``{"x": float32 [N, *shape], "y": int32|float32 [N]}``.
+  """The whole split in memory: ``{"x": float32 [N, *shape], "y": int32|float32 [N]}`` (and
+  the dataset's ``extra_labels``, int32 ``[N]`` each).
 
   Deterministic: the stored order, identical on every call and in every process. Embedded
   datasets are cached per process and returned read-only (copy before writing in place).
@@ -119,7 +122,7 @@ class _ArraySource:
     return len(self._arrays["y"])
 
   def __getitem__(self, i):
-    return {"x": self._arrays["x"][i], "y": self._arrays["y"][i]}
+    return {k: v[i] for k, v in self._arrays.items()}
 
   def __repr__(self):
     # grain validates a restored state against repr(data_source); reusing the repr of the

@@ -101,8 +101,14 @@ def labels_array(labels, batch: int, fn: str, name: str = "labels"):
   return labels.astype(jnp.int32)
 
 
-def row_tags(batch: int, axis_name, *, view: int, valid, sample_ids=None, **extra):
-  """Tags of ``batch`` local rows: global sample index, view index, validity, optional ids."""
+def group_ids_array(group_ids, batch: int, fn: str):
+  return None if group_ids is None else labels_array(group_ids, batch, fn, "group_ids")
+
+
+def row_tags(batch: int, axis_name, *, view: int, valid, sample_ids=None, group_ids=None,
+             **extra):
+  """Tags of ``batch`` local rows: global sample index, view index, validity, optional ids
+  and groups."""
   tags = {
       "sample": collectives.global_row_index(batch, axis_name),
       "view": jnp.full((batch,), view, jnp.int32),
@@ -110,6 +116,8 @@ def row_tags(batch: int, axis_name, *, view: int, valid, sample_ids=None, **extr
   }
   if sample_ids is not None:
     tags["id"] = sample_ids
+  if group_ids is not None:
+    tags["group"] = group_ids
   tags.update(extra)
   return tags
 
@@ -123,8 +131,10 @@ def candidate_mask(exclude_self=True, exclude_same_sample=False):
 
   A key is a candidate for a query when it is valid, is not the query itself (same sample
   and view; only meaningful when queries and keys are the same embeddings), is not another
-  view of the same sample when ``exclude_same_sample`` (DCL), and -- when sample ids are
-  tagged -- is not a *different* sample carrying the query's id (duplicate / false negative).
+  view of the same sample when ``exclude_same_sample`` (DCL), -- when sample ids are
+  tagged -- is not a *different* sample carrying the query's id (duplicate / false negative),
+  and -- when groups are tagged (``group_ids``, MCL's pseudo-clusters) -- is in the query's
+  group.
   """
 
   def mask_fn(qt, kt):
@@ -139,6 +149,8 @@ def candidate_mask(exclude_self=True, exclude_same_sample=False):
       if "is_key" in kt:
         dup = dup & kt["is_key"]
       m = m & ~dup
+    if "group" in qt and "group" in kt:
+      m = m & (qt["group"] == kt["group"])
     return m
 
   return mask_fn

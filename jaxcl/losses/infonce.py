@@ -8,7 +8,9 @@ Equation (row ``i`` of the local batch, ``s(a, b) = <a, b> / T`` on L2-normalise
 share the anchor's ``sample_ids`` entry (except its own positive ``k_i``). ``H``: the hard
 negatives of every valid row of the global batch (``negatives`` ``[B, M, D]``, gathered like the
 keys, so each anchor sees ``B_global * M`` of them, as in sentence-transformers' MNRL) and/or
-shared negatives (``negatives`` ``[M, D]``, identical on every device, added once).
+shared negatives (``negatives`` ``[M, D]``, identical on every device, added once). With
+``group_ids`` (MCL, Zhang et al. ECCV 2024, arXiv 2402.11816) ``K_i`` and ``H`` keep only rows
+of the anchor's group (a pseudo-cluster), so all negatives share the anchor's cluster.
 
 References:
   van den Oord et al., "Representation Learning with Contrastive Predictive Coding",
@@ -38,7 +40,7 @@ from jaxcl.losses import _common as c
 
 
 def info_nce(query, key, *, temperature=0.1, negatives=None, axis_name=None, normalize=True,
-             sample_ids=None, valid=None, impl="dense", block_size=1024):
+             sample_ids=None, valid=None, impl="dense", block_size=1024, group_ids=None):
   """One-direction InfoNCE; row ``i``'s positive is ``key[i]``. Returns ``[B_local]``.
 
   Args:
@@ -54,6 +56,8 @@ def info_nce(query, key, *, temperature=0.1, negatives=None, axis_name=None, nor
     valid: ``[B]`` bool; padded rows give loss 0 and are nobody's candidate (their key and
       their hard negatives are dropped).
     impl, block_size: kernel implementation (see :func:`jaxcl.kernels.contrastive_lse`).
+    group_ids: ``[B]`` ints; keys (and per-row hard negatives) of other groups are not
+      negatives (MCL). Not combinable with shared ``[M, D]`` negatives (they have no group).
 
   Recommendations: ``temperature=0.05`` with one mined hard negative per row is the
   Multiple-Negatives-Ranking loss; use ``sample_ids`` when the same item can appear twice in a
@@ -64,12 +68,13 @@ def info_nce(query, key, *, temperature=0.1, negatives=None, axis_name=None, nor
   b = query.shape[0]
   valid = c.valid_mask(valid, b, fn)
   ids = c.sample_ids_array(sample_ids, b, fn)
+  groups = c.group_ids_array(group_ids, b, fn)
   scale = c.inv_temperature(temperature)
   q = c.prepare(query, normalize)
   k = c.prepare(key, normalize)
 
-  q_tags = c.row_tags(b, axis_name, view=0, valid=valid, sample_ids=ids)
-  k_tags = c.row_tags(b, axis_name, view=1, valid=valid, sample_ids=ids)
+  q_tags = c.row_tags(b, axis_name, view=0, valid=valid, sample_ids=ids, group_ids=groups)
+  k_tags = c.row_tags(b, axis_name, view=1, valid=valid, sample_ids=ids, group_ids=groups)
   if ids is not None:
     k_tags["is_key"] = jnp.ones((b,), bool)
   keys = k
@@ -91,8 +96,13 @@ def info_nce(query, key, *, temperature=0.1, negatives=None, axis_name=None, nor
       if ids is not None:
         n_tags["id"] = jnp.zeros((b * m,), jnp.int32)
         n_tags["is_key"] = jnp.zeros((b * m,), bool)
+      if groups is not None:
+        n_tags["group"] = jnp.repeat(groups, m)
       k_tags = c.concat_tags(k_tags, n_tags)
     elif negatives.ndim == 2:
+      if groups is not None:
+        raise ValueError(f"{fn}: 'group_ids' cannot restrict shared [M, D] 'negatives' (they "
+                         "belong to no group); pass per-row [B, M, D] negatives instead")
       c.check_same("query", query, "negatives", negatives, 1, fn, "feature size")
       extra = logits(q, c.prepare(negatives, normalize), scale)
     else:
@@ -107,7 +117,7 @@ def info_nce(query, key, *, temperature=0.1, negatives=None, axis_name=None, nor
 
 
 def clip_loss(a, b, *, temperature=0.07, axis_name=None, normalize=True, sample_ids=None,
-              valid=None, impl="dense", block_size=1024):
+              valid=None, impl="dense", block_size=1024, group_ids=None):
   """Symmetric CLIP loss: per pair ``i``, ``(info_nce(a, b)_i + info_nce(b, a)_i) / 2``.
 
   The mean over the global batch equals the CLIP objective
@@ -124,5 +134,6 @@ def clip_loss(a, b, *, temperature=0.07, axis_name=None, normalize=True, sample_
   fn = "clip_loss"
   a, b = c.paired(fn, "a", a, "b", b, temperature)
   kw = dict(temperature=temperature, axis_name=axis_name, normalize=normalize,
-            sample_ids=sample_ids, valid=valid, impl=impl, block_size=block_size)
+            sample_ids=sample_ids, valid=valid, impl=impl, block_size=block_size,
+            group_ids=group_ids)
   return 0.5 * (info_nce(a, b, **kw) + info_nce(b, a, **kw))

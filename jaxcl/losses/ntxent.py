@@ -7,6 +7,10 @@ positive ``p(a) = (i, 1 - v)``, ``s(a, b) = <u_a, u_b> / T``::
     dcl_a     = -w_i s(a, p(a)) + log sum_{b : sample(b) != i} exp s(a, b)   (DCL, w_i = 1)
     dclw: w_i = 2 - N * softmax_i( <z1_i, z2_i> / sigma )                     (DCLW)
 
+With ``group_ids`` (Zhang et al., "Learning the Unlearned: Mitigating Feature Suppression in
+Contrastive Learning", ECCV 2024, arXiv 2402.11816: MCL's negatives from the anchor's
+pseudo-cluster), every sum over ``b`` is further restricted to ``group(b) = group(a)``.
+
 The per-example value returned for sample ``i`` is the mean of its two anchor losses, so the
 mean over the global batch is SimCLR's loss (``2N`` anchors averaged) and lightly's DCL
 reduction ``(mean L^(1) + mean L^(2)) / 2``; multiply by ``2N`` for the paper's sum.
@@ -39,16 +43,18 @@ from jaxcl.losses import _common as c
 
 
 def _two_view(fn, z1, z2, temperature, axis_name, normalize, sample_ids, valid, impl,
-              block_size, exclude_same_sample):
+              block_size, exclude_same_sample, group_ids=None):
   z1, z2 = c.paired(fn, "z1", z1, "z2", z2, temperature)
   b = z1.shape[0]
   valid = c.valid_mask(valid, b, fn)
   ids = c.sample_ids_array(sample_ids, b, fn)
+  groups = c.group_ids_array(group_ids, b, fn)
   scale = c.inv_temperature(temperature)
   u1, u2 = c.prepare(z1, normalize), c.prepare(z2, normalize)
   u = jnp.concatenate([u1, u2], axis=0)
-  tags = c.concat_tags(c.row_tags(b, axis_name, view=0, valid=valid, sample_ids=ids),
-                       c.row_tags(b, axis_name, view=1, valid=valid, sample_ids=ids))
+  tags = c.concat_tags(
+      c.row_tags(b, axis_name, view=0, valid=valid, sample_ids=ids, group_ids=groups),
+      c.row_tags(b, axis_name, view=1, valid=valid, sample_ids=ids, group_ids=groups))
   res = contrastive_lse(u, u, scale, q_tags=tags, k_tags=tags,
                         mask_fn=c.candidate_mask(exclude_self=True,
                                                  exclude_same_sample=exclude_same_sample),
@@ -60,7 +66,7 @@ def _two_view(fn, z1, z2, temperature, axis_name, normalize, sample_ids, valid, 
 
 
 def nt_xent(z1, z2, *, temperature=0.5, axis_name=None, normalize=True, sample_ids=None,
-            valid=None, impl="dense", block_size=1024):
+            valid=None, impl="dense", block_size=1024, group_ids=None):
   """SimCLR's NT-Xent over ``2N`` anchors (self excluded, other view positive). ``[B_local]``.
 
   Args:
@@ -69,21 +75,23 @@ def nt_xent(z1, z2, *, temperature=0.5, axis_name=None, normalize=True, sample_i
     sample_ids: ``[B]`` ints; rows of *other* samples with the same id are removed from
       every denominator (both views).
     valid: ``[B]`` bool padding mask.
+    group_ids: ``[B]`` ints; only rows of the anchor's group are in its denominator (MCL's
+      same-pseudo-cluster negatives, see the module docstring).
   """
   lse, pos_sim, scale, _, keep = _two_view("nt_xent", z1, z2, temperature, axis_name,
                                            normalize, sample_ids, valid, impl, block_size,
-                                           exclude_same_sample=False)
+                                           exclude_same_sample=False, group_ids=group_ids)
   per = 0.5 * (lse[0] + lse[1]) - pos_sim * scale
   return c.finalize(per, keep)
 
 
 def dcl(z1, z2, *, temperature=0.1, axis_name=None, normalize=True, sample_ids=None,
-        valid=None, impl="dense", block_size=1024):
+        valid=None, impl="dense", block_size=1024, group_ids=None):
   """Decoupled contrastive loss: NT-Xent with both views of the anchor's sample removed
   from the denominator. ``[B_local]``; see the module docstring for the equation."""
   lse, pos_sim, scale, _, keep = _two_view("dcl", z1, z2, temperature, axis_name, normalize,
                                            sample_ids, valid, impl, block_size,
-                                           exclude_same_sample=True)
+                                           exclude_same_sample=True, group_ids=group_ids)
   per = 0.5 * (lse[0] + lse[1]) - pos_sim * scale
   return c.finalize(per, keep)
 
@@ -99,13 +107,13 @@ def dclw_weights(pos_sim, valid, sigma, axis_name=None):
 
 
 def dclw(z1, z2, *, temperature=0.1, sigma=0.5, axis_name=None, normalize=True,
-         sample_ids=None, valid=None, impl="dense", block_size=1024):
+         sample_ids=None, valid=None, impl="dense", block_size=1024, group_ids=None):
   """DCL with the von Mises-Fisher positive weight ``w_i = 2 - N softmax(<z1_i, z2_i>/sigma)``
   (stop-gradient; softmax over the global batch). ``[B_local]``."""
   c.check_positive("sigma", sigma, "dclw")
   lse, pos_sim, scale, valid, keep = _two_view("dclw", z1, z2, temperature, axis_name,
                                                normalize, sample_ids, valid, impl, block_size,
-                                               exclude_same_sample=True)
+                                               exclude_same_sample=True, group_ids=group_ids)
   w = jax.lax.stop_gradient(dclw_weights(pos_sim, valid, sigma, axis_name))
   per = 0.5 * (lse[0] + lse[1]) - w * pos_sim * scale
   return c.finalize(per, keep)
