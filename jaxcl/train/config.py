@@ -22,7 +22,7 @@ import ml_collections
 
 # Sub-dicts whose keys are the keyword arguments of a function chosen by another field: they
 # are checked against that function's signature instead of against the schema.
-FREE_FORM = ("augment.params", "model.encoder_kwargs", "loss.kwargs")
+FREE_FORM = ("augment.params", "model.encoder_kwargs", "loss.kwargs", "views.local_params")
 OPTIMIZERS = ("lars", "adamw", "sgd")
 
 
@@ -52,6 +52,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.views = ml_collections.ConfigDict()
   c.views.num = 2             # K >= 2 augmented views per example (pair losses: pairwise mean)
+  c.views.num_local = 0       # extra multi-crop "local" views after the K global ones (SwAV)
+  c.views.local_params = ml_collections.ConfigDict()  # augment.params overrides for local views
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "mlp"
@@ -64,6 +66,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "nt_xent"     # a jaxcl.losses function with an adapter (jaxcl/train/objectives.py)
   c.loss.kwargs = ml_collections.ConfigDict({"temperature": 0.5})
+
+  c.momentum = ml_collections.ConfigDict()  # MoCo teacher (jaxcl/train/momentum.py)
+  c.momentum.ema = 0.0        # EMA decay m of the key encoder of view 1; 0 = off
+  c.momentum.cosine = False   # m follows BYOL's cosine schedule from momentum.ema to 1
+
+  c.queue = ml_collections.ConfigDict()  # MoCo queue (jaxcl/queue.py)
+  c.queue.size = 0            # past global-batch keys as shared negatives; 0 = off
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"      # lars | adamw | sgd
@@ -148,16 +157,45 @@ def loss_fn(config):
   if name not in objectives.KINDS:
     raise ConfigError(f"config.loss.name={name!r} has no trainer objective adapter "
                       f"(supported: {', '.join(sorted(objectives.KINDS))})")
-  check_kwargs(fn, config.loss.kwargs, "loss.kwargs",
-               reserved=objectives.reserved_kwargs(name, fn))
+  own = objectives.objective_kwargs(name)
+  check_kwargs(fn, {k: v for k, v in config.loss.kwargs.items() if k not in own},
+               "loss.kwargs", reserved=objectives.reserved_kwargs(name, fn))
   return fn
+
+
+def num_views(config):
+  """Views per example the step makes: ``views.num`` global + ``views.num_local`` local."""
+  return config.views.num + config.views.num_local
 
 
 def make_objective(config):
   """The validated ``objective(z [B, K, D], labels, rng, axis_name) -> [B]`` of the config."""
   from jaxcl.train import objectives
   loss_fn(config)
-  return objectives.make_objective(config.loss.name, config.loss.kwargs, config.views.num)
+  try:
+    return objectives.make_objective(config.loss.name, config.loss.kwargs, num_views(config),
+                                     num_global_views=config.views.num)
+  except ValueError as e:
+    raise ConfigError(f"config.loss: {e}") from e
+
+
+def check_momentum(config):
+  from jaxcl.train import objectives
+  if not 0.0 <= config.momentum.ema < 1.0:
+    raise ConfigError(f"config.momentum.ema must be in [0, 1) (0 = off), got "
+                      f"{config.momentum.ema}")
+  size, name = config.queue.size, config.loss.name
+  if size < 0:
+    raise ConfigError(f"config.queue.size must be >= 0 (0 = off), got {size}")
+  if size and name not in objectives.QUEUE_ARGS:
+    raise ConfigError(f"config.queue.size={size}: loss {name!r} takes no queue (losses with "
+                      f"a queue: {', '.join(sorted(objectives.QUEUE_ARGS))})")
+  if size and size < config.batch_size:
+    raise ConfigError(f"config.queue.size={size} must be >= config.batch_size="
+                      f"{config.batch_size} (a whole global batch is enqueued per step)")
+  if size and objectives.QUEUE_ARGS[name] in config.loss.kwargs:
+    raise ConfigError(f"config.loss.kwargs.{objectives.QUEUE_ARGS[name]} is the queue's "
+                      f"argument (set by config.queue)")
 
 
 def check_batch(config, num_devices, num_processes):
@@ -191,7 +229,10 @@ def validate(config, *, num_devices, num_processes):
       raise ConfigError(f"config.{key} must be > 0, got {config[key]}")
   if config.views.num < 2:
     raise ConfigError(f"config.views.num must be >= 2 views per example, got {config.views.num}")
+  if config.views.num_local < 0:
+    raise ConfigError(f"config.views.num_local must be >= 0, got {config.views.num_local}")
   loss_fn(config)
+  check_momentum(config)
   check_batch(config, num_devices, num_processes)
   info = dataset_info(config)
   for split in (config.data.train_split, config.data.eval_split):

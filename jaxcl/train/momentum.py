@@ -35,3 +35,33 @@ def decay(base, step, num_steps, *, cosine=False):
 def update(teacher, online, m):
   """``m * teacher + (1 - m) * online``, leaf by leaf, in each teacher leaf's dtype."""
   return jax.tree.map(lambda t, o: (m * t + (1.0 - m) * o).astype(t.dtype), teacher, online)
+
+
+def encode(model, teacher, x, axis_name):
+  """Teacher embeddings of ``x`` (train-mode BatchNorm, synchronised over ``axis_name``) and
+  its new BatchNorm statistics; no gradient reaches the teacher."""
+  teacher = jax.lax.stop_gradient(teacher)
+  variables = {"params": teacher["params"]}
+  if teacher["batch_stats"]:
+    variables["batch_stats"] = teacher["batch_stats"]
+  (_, z), new = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  stats = new.get("batch_stats", teacher["batch_stats"])
+  stats = jax.tree.map(lambda s: jax.lax.pmean(s, axis_name), stats)
+  return jax.lax.stop_gradient(z), stats
+
+
+def proxy_accuracy(query, key, queue, axis_name):
+  """Fraction of the global batch whose positive logit beats every negative (the other keys
+  of the global batch and the queue): MoCHi's "proxy task" accuracy, without the synthetic
+  points. Replicated scalar."""
+  from jaxcl import collectives
+  from jaxcl.losses import _common as c
+  q, k = c.l2_normalize(jax.lax.stop_gradient(query)), c.l2_normalize(key)
+  keys = collectives.all_gather(k, axis_name)
+  row = collectives.global_row_index(q.shape[0], axis_name)
+  sims = jnp.where(jnp.arange(keys.shape[0])[None] == row[:, None], -jnp.inf, q @ keys.T)
+  best = jnp.max(sims, axis=1)
+  if queue is not None:
+    best = jnp.maximum(best, jnp.max(q @ c.l2_normalize(queue).T, axis=1))
+  hits = collectives.psum(jnp.sum(jnp.sum(q * k, -1) > best).astype(jnp.float32), axis_name)
+  return hits / (q.shape[0] * collectives.axis_size(axis_name))

@@ -10,6 +10,10 @@ One step on a global batch ``x`` (sharded ``P('data')``):
    (BatchNorm statistics synchronised over 'data') and calls the objective adapter
    (:mod:`jaxcl.train.objectives`) on ``z [B_local, K, D]`` with ``axis_name='data'``, so
    every anchor sees the negatives of the whole global batch;
+   an objective with learnable parameters of its own (:class:`jaxcl.train.objectives.
+   ParamObjective`, e.g. SwAV's prototypes) gets them projected (no gradient) before the
+   step, replicated into ``shard_map``, differentiated with the model and updated by the
+   same optax transformation (its own state), except during its first ``freeze_steps``;
 3. ``loss = mean_i loss_i`` over the global batch; its gradient flows back through
    ``shard_map`` (the transpose of the implicit broadcast of replicated parameters is a
    ``psum``), and the optax update runs on the replicated or FSDP-sharded parameters.
@@ -26,6 +30,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxcl import queue as queue_lib
+from jaxcl.train import momentum as momentum_lib
 from jaxcl.train.sharding import AXIS, data_sharding, replicated, state_shardings
 
 
@@ -36,6 +42,14 @@ class TrainState:
   opt_state: Any
   step: jax.Array    # int32 scalar: number of completed steps
   rng: jax.Array     # uint32[2] raw key; per-step keys are fold_in(rng, step)
+  # Learnable parameters of the objective (SwAV prototypes, a CLIP temperature, ...) and
+  # their optimiser state; None when the objective has none. Always replicated.
+  objective_params: Any = None
+  objective_opt_state: Any = None
+  # MoCo: the momentum teacher {"params", "batch_stats"} (jaxcl.train.momentum) and the FIFO
+  # of past global-batch keys (jaxcl.queue.Queue, replicated); None when off.
+  ema: Any = None
+  queue: Any = None
 
 
 def build_model(model_config, bn_axis_name=None):
@@ -60,19 +74,50 @@ def init_variables(model, rng, example_shape):
   return variables["params"], variables.get("batch_stats", {})
 
 
-def create_state(mesh, model, tx, rng, example_shape, *, fsdp=False, fsdp_min_size=1 << 18):
+def init_objective_params(objective, model, rng, example_shape):
+  """The objective's own parameters (``None`` if it has none), projected, for embeddings of
+  the model's output width. Key: ``fold_in(rng, 2)`` (the model uses ``fold_in(rng, 1)``)."""
+  if not hasattr(objective, "init"):
+    return None
+  x = jax.ShapeDtypeStruct((2,) + tuple(example_shape), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  _, z = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  return objective.project(objective.init(jax.random.fold_in(rng, 2), z.shape[-1]))
+
+
+def create_state(mesh, model, tx, rng, example_shape, *, fsdp=False, fsdp_min_size=1 << 18,
+                 objective=None, momentum=False, queue_size=0):
   """Initialises the train state directly with its shardings. Returns ``(state, shardings)``."""
   rng = jnp.asarray(rng, jnp.uint32)
 
   def init():
     params, batch_stats = init_variables(model, rng, example_shape)
-    return TrainState(params, batch_stats, tx.init(params), jnp.zeros((), jnp.int32), rng)
+    obj = init_objective_params(objective, model, rng, example_shape)
+    return TrainState(params, batch_stats, tx.init(params), jnp.zeros((), jnp.int32), rng,
+                      objective_params=obj,
+                      objective_opt_state=None if obj is None else tx.init(obj),
+                      ema=({"params": params, "batch_stats": batch_stats} if momentum
+                           else None),
+                      queue=(queue_lib.init(jax.random.fold_in(rng, 3), queue_size,
+                                            embedding_dim(model, example_shape))
+                             if queue_size else None))
 
   abstract = jax.eval_shape(init)
   shardings = state_shardings(mesh, abstract, fsdp=fsdp, min_size=fsdp_min_size)
-  # Scalars and the RNG stay replicated whatever the FSDP rule says.
-  shardings = shardings.replace(step=replicated(mesh), rng=replicated(mesh))
+  # Scalars, the RNG and the objective's parameters stay replicated whatever the FSDP rule
+  # says (the objective sees them whole inside shard_map).
+  rep = lambda t: jax.tree.map(lambda _: replicated(mesh), t)
+  shardings = shardings.replace(step=replicated(mesh), rng=replicated(mesh),
+                                objective_params=rep(abstract.objective_params),
+                                objective_opt_state=rep(abstract.objective_opt_state),
+                                queue=rep(abstract.queue))
   return jax.jit(init, out_shardings=shardings)(), shardings
+
+
+def embedding_dim(model, example_shape):
+  x = jax.ShapeDtypeStruct((2,) + tuple(example_shape), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  return jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)[1].shape[-1]
 
 
 def per_example_views(view_fn, key, index, x):
@@ -82,11 +127,18 @@ def per_example_views(view_fn, key, index, x):
 
 
 def make_views(view_fn, state, x, num_views=2):
-  """``num_views`` views of every row; view ``v`` uses ``fold_in(step_key, v)``."""
+  """``num_views`` views of every row; view ``v`` uses ``fold_in(step_key, v)``.
+
+  ``view_fn`` is one function for every view or a tuple of ``num_views`` (multi-crop: global
+  then local crops); either way view ``v``'s keys depend only on ``(rng, step, v, row)``.
+  """
   n = x.shape[0]
   key = jax.random.fold_in(state.rng, state.step)
   index = state.step * n + jnp.arange(n, dtype=jnp.int32)
-  return tuple(per_example_views(view_fn, jax.random.fold_in(key, v), index, x)
+  fns = tuple(view_fn) if isinstance(view_fn, (tuple, list)) else (view_fn,) * num_views
+  if len(fns) != num_views:
+    raise ValueError(f"make_views: {len(fns)} view functions for {num_views} views")
+  return tuple(per_example_views(fns[v], jax.random.fold_in(key, v), index, x)
                for v in range(num_views))
 
 
@@ -99,60 +151,132 @@ def objective_key(state):
 
 
 def sharded_loss(model, objective, mesh, num_views=2):
-  """``(params, batch_stats, views, labels, rng) -> (per_example_loss [B], new batch_stats)``.
+  """``(params, batch_stats, views, labels, rng[, objective_params]) -> (per_example_loss [B],
+  new batch_stats, health)``.
 
   ``objective(z [B_local, K, D], labels [B_local], rng, axis_name) -> [B_local]``
-  (:mod:`jaxcl.train.objectives`).
-  """
+  (:mod:`jaxcl.train.objectives`); a ``ParamObjective`` is called as
+  ``objective.apply(objective_params, z, labels, rng, axis_name)`` and its optional
+  ``health(objective_params, z, axis_name)`` returns replicated scalar diagnostics (``{}``
+  otherwise).
 
-  def local(params, batch_stats, views, labels, rng):
+  MoCo (``mo = {"ema": teacher or None, "queue": [M, D] or None}``, replicated): with a
+  teacher, view 1 is encoded by it (:func:`jaxcl.train.momentum.encode`, no gradient) and the
+  other views by the online model; the queue goes to the objective as ``queue=``. The fourth
+  output holds the keys to enqueue (``z[:, 1]``, stop-gradient, global batch order), the
+  teacher's new BatchNorm statistics and the proxy-task accuracy.
+  """
+  with_params = hasattr(objective, "init")
+
+  def local(params, batch_stats, views, labels, rng, mo, obj_params=None):
     b = views[0].shape[0]
     variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
+    teacher = mo["ema"] is not None
+    online = (views[0],) + tuple(views[2:]) if teacher else views
     # One forward pass over all views (view-major rows): BatchNorm sees the K*B rows together.
-    (_, z), new_vars = model.apply(variables, jnp.concatenate(views), train=True,
+    (_, z), new_vars = model.apply(variables, jnp.concatenate(online), train=True,
                                    mutable=["batch_stats"])
-    z = jnp.swapaxes(z.reshape((len(views), b) + z.shape[1:]), 0, 1)
-    per = objective(z, labels, rng, AXIS)
+    z = jnp.swapaxes(z.reshape((len(online), b) + z.shape[1:]), 0, 1)
+    mo_out = {"ema_stats": None, "keys": None, "proxy_acc": None}
+    if teacher:
+      zk, mo_out["ema_stats"] = momentum_lib.encode(model, mo["ema"], views[1], AXIS)
+      z = jnp.concatenate([z[:, :1], zk[:, None].astype(z.dtype), z[:, 1:]], axis=1)
+    if teacher or mo["queue"] is not None:
+      mo_out["keys"] = jax.lax.stop_gradient(z[:, 1])
+      mo_out["proxy_acc"] = momentum_lib.proxy_accuracy(z[:, 0], z[:, 1], mo["queue"], AXIS)
+    health = {}
+    if with_params:
+      queue = {} if mo["queue"] is None else {"queue": mo["queue"]}
+      per = objective.apply(obj_params, z, labels, rng, AXIS, **queue)
+      if objective.health is not None:
+        health = objective.health(jax.lax.stop_gradient(obj_params),
+                                  jax.lax.stop_gradient(z), AXIS)
+    elif mo["queue"] is not None:
+      per = objective(z, labels, rng, AXIS, queue=mo["queue"])
+    else:
+      per = objective(z, labels, rng, AXIS)
     new_stats = new_vars.get("batch_stats", batch_stats)
     # Already synchronised by BatchNorm's axis_name; pmean makes that explicit to shard_map.
     new_stats = jax.tree.map(lambda s: jax.lax.pmean(s, AXIS), new_stats)
-    return per, new_stats
+    return per, new_stats, health, mo_out
 
-  return jax.shard_map(local, mesh=mesh,
-                       in_specs=(P(), P(), (P(AXIS),) * num_views, P(AXIS), P()),
-                       out_specs=(P(AXIS), P()))
+  in_specs = ((P(), P(), (P(AXIS),) * num_views, P(AXIS), P(), P())
+              + ((P(),) if with_params else ()))
+  mo_specs = {"ema_stats": P(), "keys": P(AXIS), "proxy_acc": P()}
+  return jax.shard_map(local, mesh=mesh, in_specs=in_specs,
+                       out_specs=(P(AXIS), P(), P(), mo_specs))
 
 
 def make_train_step(mesh, model, tx, objective, view_fn, schedule, state_shardings_,
-                    *, num_views=2, nan_at_step=-1):
-  """Returns the jitted ``step(state, batch) -> (state, metrics)`` (state donated)."""
+                    *, num_views=2, nan_at_step=-1, ema_decay=None):
+  """Returns the jitted ``step(state, batch) -> (state, metrics)`` (state donated).
+
+  ``ema_decay(step) -> m`` is the teacher's momentum when the state has one.
+  """
   forward = sharded_loss(model, objective, mesh, num_views)
 
   def step(state, batch):
     views = tuple(jax.lax.with_sharding_constraint(v, data_sharding(mesh))
                   for v in make_views(view_fn, state, batch["x"], num_views))
     rng = objective_key(state)
+    with_params = state.objective_params is not None
+    # SwAV-style projection (prototype rows back to unit norm) before the step, no gradient.
+    obj_params = objective.project(state.objective_params) if with_params else None
 
-    def loss_of(params):
-      per, stats = forward(params, state.batch_stats, views, batch["y"], rng)
+    mo = {"ema": state.ema, "queue": None if state.queue is None else state.queue.keys}
+
+    def loss_of(params, obj_params):
+      extra = (obj_params,) if with_params else ()
+      per, stats, health, mo_out = forward(params, state.batch_stats, views, batch["y"], rng,
+                                           mo, *extra)
       loss = jnp.mean(per)
       if nan_at_step >= 0:  # test hook for the NaN guard
         loss = loss * jnp.where(state.step == nan_at_step, jnp.nan, 1.0)
-      return loss, stats
+      return loss, (stats, health, mo_out)
 
-    (loss, stats), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    (loss, (stats, health, mo_out)), (grads, obj_grads) = jax.value_and_grad(
+        loss_of, argnums=(0, 1), has_aux=True)(state.params, obj_params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree.map(jnp.add, state.params, updates)
-    metrics = {"loss": loss, "grad_norm": _global_norm(grads), "lr": schedule(state.step)}
+    metrics = {"loss": loss, "grad_norm": _global_norm(grads), "lr": schedule(state.step),
+               **health}
+    if mo_out["proxy_acc"] is not None:
+      metrics["proxy_acc"] = mo_out["proxy_acc"]
     new = state.replace(params=params, batch_stats=stats, opt_state=opt_state,
                         step=state.step + 1)
+    if state.ema is not None:  # after the optimiser step, as MoCo's before the next forward
+      ema = momentum_lib.update(state.ema["params"], params, ema_decay(state.step))
+      new = new.replace(ema={"params": ema, "batch_stats": mo_out["ema_stats"]})
+    if state.queue is not None:
+      new = new.replace(queue=queue_lib.enqueue(state.queue, mo_out["keys"]))
+    if with_params:
+      obj_params, obj_opt_state = update_objective_params(
+          tx, obj_params, obj_grads, state.objective_opt_state,
+          frozen=state.step < objective.freeze_steps)
+      new = new.replace(objective_params=obj_params, objective_opt_state=obj_opt_state)
     return new, metrics
 
   batch_sh = {"x": data_sharding(mesh), "y": data_sharding(mesh)}
   return jax.jit(step, in_shardings=(state_shardings_, batch_sh),
                  out_shardings=(state_shardings_, replicated(mesh)), donate_argnums=0)
+
+
+def update_objective_params(tx, params, grads, opt_state, *, frozen):
+  """One optax step of the objective's parameters; while ``frozen`` they stay put.
+
+  Frozen = parameters and the optimiser's float state (momenta, Adam moments) unchanged, as
+  if the optimiser skipped them (SwAV drops the prototypes' gradient for
+  ``freeze_prototypes_niters``), while its integer step counts keep pace with the model's so
+  both follow one learning-rate schedule. (Adam's bias correction therefore uses the global
+  count, not a per-parameter one as in PyTorch.)
+  """
+  updates, new_state = tx.update(grads, opt_state, params)
+  keep = lambda old, new: (new if jnp.issubdtype(new.dtype, jnp.integer)
+                           else jnp.where(frozen, old, new))
+  new_params = jax.tree.map(lambda p, u: jnp.where(frozen, p, p + u), params, updates)
+  return new_params, jax.tree.map(keep, opt_state, new_state)
 
 
 def _global_norm(tree):

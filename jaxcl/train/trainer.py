@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxcl.train import checkpoint as ckpt
 from jaxcl.train import config as cfg
-from jaxcl.train import distributed, logger
+from jaxcl.train import distributed, logger, momentum
 from jaxcl.train.optim import make_optimizer
 from jaxcl.train.sharding import global_batch, make_mesh
 from jaxcl.train.step import build_model, create_state, init_variables, make_train_step
@@ -40,18 +40,28 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf; the run stopped without saving the bad state."""
 
 
-def setup(config, *, devices=None):
-  """Validated pieces shared by training, the step tests and the notebook."""
+def setup(config, *, devices=None, objective=None):
+  """Validated pieces shared by training, the step tests and the notebook (``objective``
+  replaces the config's objective adapter, e.g. MCL's group-masked loss)."""
   info = cfg.validate(config, num_devices=len(devices) if devices else jax.device_count(),
                       num_processes=jax.process_count())
   from jaxcl import augment
   mesh = make_mesh(devices)
-  objective = cfg.make_objective(config)
+  objective = objective or cfg.make_objective(config)
   try:
     view_fn = augment.make_view_fn(config.augment.kind or info.kind,
                                    **dict(config.augment.params))
   except ValueError as e:
     raise cfg.ConfigError(f"config.augment: {e}") from e
+  step_views = view_fn
+  if config.views.num_local:  # multi-crop: K global views, then the local ones
+    try:
+      local_fn = augment.make_view_fn(config.augment.kind or info.kind,
+                                      **{**dict(config.augment.params),
+                                         **dict(config.views.local_params)})
+    except ValueError as e:
+      raise cfg.ConfigError(f"config.views.local_params: {e}") from e
+    step_views = (view_fn,) * config.views.num + (local_fn,) * config.views.num_local
   try:
     model = build_model(config.model, bn_axis_name="data")
     eval_model = build_model(config.model, bn_axis_name=None)
@@ -61,9 +71,14 @@ def setup(config, *, devices=None):
   rng = jax.random.PRNGKey(config.seed)
   state, shardings = create_state(mesh, eval_model, tx, rng, info.shape,
                                   fsdp=config.sharding.fsdp,
-                                  fsdp_min_size=config.sharding.fsdp_min_size)
-  step = make_train_step(mesh, model, tx, objective, view_fn, schedule, shardings,
-                         num_views=config.views.num, nan_at_step=config.debug.nan_at_step)
+                                  fsdp_min_size=config.sharding.fsdp_min_size,
+                                  objective=objective, momentum=config.momentum.ema > 0,
+                                  queue_size=config.queue.size)
+  ema_decay = functools.partial(momentum.decay, config.momentum.ema,
+                                num_steps=config.num_steps, cosine=config.momentum.cosine)
+  step = make_train_step(mesh, model, tx, objective, step_views, schedule, shardings,
+                         num_views=cfg.num_views(config), nan_at_step=config.debug.nan_at_step,
+                         ema_decay=ema_decay)
   return dict(info=info, mesh=mesh, model=model, eval_model=eval_model, view_fn=view_fn,
               tx=tx, schedule=schedule, state=state, shardings=shardings, step=step, rng=rng)
 
@@ -81,13 +96,18 @@ def _print0(*args):
     print(*args, flush=True)
 
 
-def train(config, workdir):
-  """Trains (resuming if ``workdir`` has checkpoints) and evaluates. Returns the eval dict."""
+def train(config, workdir, *, iterator=None, objective=None):
+  """Trains (resuming if ``workdir`` has checkpoints) and evaluates. Returns the eval dict.
+
+  ``iterator`` (per-process batches ``{"x", "y"}`` with ``get_state``/``set_state``, e.g.
+  MCL's cluster-homogeneous :class:`jaxcl.data.grouped.GroupedBatches`) replaces the config's
+  loader and ``objective`` its objective adapter (see :func:`setup`).
+  """
   distributed.maybe_initialize(config.distributed)
-  parts = setup(config)
+  parts = setup(config, objective=objective)
   info, mesh, state = parts["info"], parts["mesh"], parts["state"]
   os.makedirs(workdir, exist_ok=True)
-  iterator = _loader(config, config.data.train_split)
+  iterator = _loader(config, config.data.train_split) if iterator is None else iterator
   mngr = ckpt.manager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                       keep=config.checkpoint.keep, use_async=config.checkpoint.use_async)
   restored = ckpt.restore_latest(mngr, state, iterator)
