@@ -4,7 +4,8 @@ Any config field can be overridden with ``--config.<key>=<value>`` (e.g.
 ``--config.num_steps=200 --config.optim.lr=3e-3``); an unknown key is an error that names it.
 Re-running with the same ``--workdir`` resumes from its latest checkpoint. The same command
 runs on every process of a multi-host job (see :mod:`jaxcl.train.distributed`). Installed as
-the ``jaxcl`` console script.
+the ``jaxcl`` console script. A config with an ``mcl`` block (``configs/mcl_digits.py``) runs
+the multistage recipe :mod:`jaxcl.recipes.mcl` instead of a single training run.
 """
 from __future__ import annotations
 
@@ -26,7 +27,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax / tfds log every file they touch at INFO
   from jaxcl.train import ConfigError, NonFiniteLossError, train
   try:
-    train(_CONFIG.value, _WORKDIR.value)
+    if "mcl" in _CONFIG.value:  # multistage recipe (configs/mcl_*.py): stages of train()
+      from jaxcl.recipes import mcl
+      mcl.train(_CONFIG.value, _WORKDIR.value)
+    else:
+      train(_CONFIG.value, _WORKDIR.value)
   except (ConfigError, NonFiniteLossError) as e:
     print(f"jaxcl: error: {e}", file=sys.stderr, flush=True)
     return 1
