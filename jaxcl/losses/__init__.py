@@ -12,16 +12,18 @@ Conventions shared by every function here:
 """
 from jaxcl.losses.infonce import clip_loss, info_nce
 from jaxcl.losses.mochi import mochi_loss
-from jaxcl.losses.multiview import mv_dhel, mv_info_nce
+from jaxcl.losses.multiview import mv_average, mv_dhel, mv_info_nce
 from jaxcl.losses.ntxent import dcl, dclw, nt_xent
 from jaxcl.losses.siglip import siglip_loss
 from jaxcl.losses.supcon import supcon
+from jaxcl.losses.supremix import supremix
 from jaxcl.losses.swav import (freeze_prototypes_until, normalize_prototypes,
                                prototype_scores, swav_loss)
 from jaxcl.losses.symile import symile
 from jaxcl.losses.truncated import truncated_info_nce
 
 __all__ = ["info_nce", "clip_loss", "nt_xent", "dcl", "dclw", "siglip_loss", "supcon",
-           "mv_info_nce", "mv_dhel", "symile"]
+           "mv_info_nce", "mv_dhel", "mv_average", "symile"]
 __all__ += ["swav_loss", "prototype_scores", "normalize_prototypes", "freeze_prototypes_until",
             "mochi_loss", "truncated_info_nce"]
+__all__ += ["supremix"]
