@@ -10,8 +10,9 @@ that function from ``config.loss.name`` and ``config.loss.kwargs`` by the loss's
 
       L_i = 1 / C(K,2) * sum_{v < w} fn(z[:, v], z[:, w])_i
 
-* ``views`` (``fn(views [B, K, D], ...)``: mv_info_nce, mv_dhel, mv_average): all ``K`` views at once;
-* ``labels`` (``fn(features [B, K, D], labels, ...)``: supcon): the batch labels too;
+* ``views`` (``fn(views [B, K, D], ...)``: mv_info_nce, mv_dhel, mv_average): all ``K`` views
+  at once;
+* ``labels`` (``fn(features [B, K, D], labels, ...)``: supcon, supremix): the batch labels too;
 * ``prototypes`` (swav_loss): a :class:`ParamObjective` that owns learnable prototypes
   ``C [num_prototypes, D]`` (extra ``config.loss.kwargs``: ``num_prototypes``,
   ``freeze_prototypes_steps``); the first ``config.views.num`` views are SwAV's global
@@ -48,7 +49,7 @@ KINDS = {
     "nt_xent": "pair", "dcl": "pair", "dclw": "pair", "info_nce": "pair", "clip_loss": "pair",
     "siglip_loss": "pair", "truncated_info_nce": "pair", "mochi_loss": "pair",
     "mv_info_nce": "views", "mv_dhel": "views", "mv_average": "views",
-    "supcon": "labels",
+    "supcon": "labels", "supremix": "labels",
     "swav_loss": "prototypes",
 }
 
