@@ -202,6 +202,26 @@ def mv_dhel(views, temperature, valid=None, normalize=True):
   return out
 
 
+def mv_average(views, temperature, valid=None, normalize=True):
+  """1/K sum_k of the two-anchor NT-Xent of (z^k_i, m^k_i), m^k = mean of the other views
+  (after normalising each view, the mean itself not re-normalised)."""
+  z = _prep(views, normalize)
+  b, nk, _ = z.shape
+  ok = _flags(valid, b)
+  out = np.zeros(b)
+  for k in range(nk):
+    m = [sum(z[i, l] for l in range(nk) if l != k) / (nk - 1) for i in range(b)]
+    rows = {(0, i): z[i, k] for i in range(b) if ok[i]}
+    rows.update({(1, i): m[i] for i in range(b) if ok[i]})
+    for i in range(b):
+      if not ok[i]:
+        continue
+      for side in (0, 1):
+        a, p = rows[(side, i)], rows[(1 - side, i)]
+        lse = _lse(np.dot(a, r) / temperature for key, r in rows.items() if key != (side, i))
+        out[i] += 0.5 * (lse - np.dot(a, p) / temperature) / nk
+  return out
+
 def _mip(vectors):
   return float(np.sum(np.prod(np.stack(vectors), axis=0)))
 

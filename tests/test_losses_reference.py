@@ -272,6 +272,8 @@ def test_supcon_values_and_grads(kw, views):
     ("mv_info_nce", dict(temperature=0.1, normalize=False, valid=VALID), 4),
     ("mv_dhel", dict(temperature=0.5, valid=VALID), 3),
     ("mv_dhel", dict(temperature=0.1, normalize=False), 4),
+    ("mv_average", dict(temperature=0.2, valid=VALID), 3),
+    ("mv_average", dict(temperature=0.5, normalize=False), 4),
 ])
 def test_multiview_values_and_grads(name, kw, views):
   lib, rf = getattr(losses, name), getattr(ref, name)
@@ -289,6 +291,13 @@ def test_mv_dhel_two_views_is_dhel():
       np.log(sum(np.exp(u[i, k] @ u[j, k] / 0.2) for j in range(B) if j != i)) for k in range(2))
           for i in range(B)]
   np.testing.assert_allclose(losses.mv_dhel(v, temperature=0.2), want, rtol=1e-5)
+
+
+def test_mv_average_two_views_is_nt_xent():
+  # K = 2: the mean of the other views is the other view, so "average" is NT-Xent.
+  v = _data(13, B, 2, D)
+  np.testing.assert_allclose(losses.mv_average(v, temperature=0.3, valid=VALID),
+                             ref.nt_xent(v[:, 0], v[:, 1], 0.3, valid=VALID), rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------ Symile

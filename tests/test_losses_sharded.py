@@ -93,6 +93,9 @@ CASES = {
     "mv_dhel": (
         lambda W, f, v, axis_name=None: losses.mv_dhel(f @ W, valid=v, axis_name=axis_name),
         [VIEWS, VALID], []),
+    "mv_average": (
+        lambda W, f, v, axis_name=None: losses.mv_average(f @ W, valid=v, axis_name=axis_name),
+        [VIEWS, VALID], []),
     # Two modalities for "n": jax.random.permutation is slow to compile (each of the M(M-1)
     # permutations, in each traced copy of the loss); the reference tests cover M = 3.
     "symile_n": (

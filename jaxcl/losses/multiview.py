@@ -1,4 +1,4 @@
-"""Multi-view objectives: MV-InfoNCE and MV-DHEL.
+"""Multi-view objectives: MV-InfoNCE, MV-DHEL and the "average" baseline.
 
 Koromilas et al., "A Principled Framework for Multi-View Contrastive Learning", arXiv
 2507.06979 (reference code: pakoromilas/Multi-View-CL, ``models/losses.py``). ``views`` is
@@ -9,6 +9,13 @@ Koromilas et al., "A Principled Framework for Multi-View Contrastive Learning", 
 
     mv_dhel_i     = -log sum_{k < l} e(z^k_i, z^l_i)
                     + sum_k log sum_{j != i} e(z^k_i, z^k_j)
+
+    mv_average_i  = 1/K sum_k nt_xent(u^k, m^k)_i,   m^k = 1/(K-1) sum_{l != k} u^l
+
+where ``u^k`` is view ``k`` L2-normalised and ``nt_xent`` is :func:`jaxcl.losses.nt_xent` at
+the same ``T`` on the pair (view ``k``, mean of the other views), without re-normalising the
+mean (as the reference ``NTXent(average=True)``, whose rows are normalised before the mean);
+its gradient flows through the mean into the other views.
 
 MV-InfoNCE has one term per sample: the numerator holds all ordered cross-view positive pairs,
 the denominator every other embedding of the global batch for every view of ``i`` (positives
@@ -24,6 +31,8 @@ Example:
   >>> v = jax.random.normal(jax.random.key(0), (8, 3, 16))
   >>> jaxcl.losses.mv_dhel(v).shape
   (8,)
+  >>> jaxcl.losses.mv_average(v).shape
+  (8,)
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ import jax.numpy as jnp
 from jaxcl.kernels import contrastive_lse
 from jaxcl.kernels.lse import masked_logsumexp
 from jaxcl.losses import _common as c
+from jaxcl.losses.ntxent import nt_xent
 
 
 def _views(fn, views, temperature, normalize, valid):
@@ -83,3 +93,15 @@ def mv_dhel(views, *, temperature=0.2, axis_name=None, normalize=True, valid=Non
     uniform = uniform + res.lse
   per = uniform - _positive_lse(u, scale, strict_upper=True)
   return c.finalize(per, finite)
+
+
+def mv_average(views, *, temperature=0.2, axis_name=None, normalize=True, valid=None,
+               impl="dense", block_size=1024):
+  """The "average" baseline: NT-Xent of each view against the mean of the other views,
+  averaged over the ``K`` views. ``[B_local]``; see the module docstring."""
+  u, _, k, valid, _ = _views("mv_average", views, temperature, normalize, valid)
+  total = jnp.sum(u, axis=1)
+  per = [nt_xent(u[:, v], (total - u[:, v]) / (k - 1), temperature=temperature,
+                 axis_name=axis_name, normalize=False, valid=valid, impl=impl,
+                 block_size=block_size) for v in range(k)]
+  return jnp.mean(jnp.stack(per), axis=0)
