@@ -1,0 +1,279 @@
+"""BECLR's pretraining pieces: the BECLR loss and the DyCE memory, as pure functions.
+
+Poulakakis-Daktylidis & Jamali-Rad, "BECLR: Batch Enhanced Contrastive Few-Shot Learning",
+ICLR 2024, arXiv 2402.02444 (reference code stypoumic/BECLR: ``BECLRLoss`` in
+``models/beclr.py``, ``NNmemoryBankModule2`` in ``memory.py``). OpTA, BECLR's inference-time
+step, is :func:`jaxcl.sinkhorn.opta` / :mod:`jaxcl.eval.fewshot`.
+
+**Loss.** Student predictions ``p``, teacher (EMA) projections ``z_t``, student projections
+``z_s`` of two views; ``cos`` on L2-normalised rows::
+
+    L_pos = -1/2 [ mean_i cos(p1_i, sg z_t2_i) + mean_i cos(p2_i, sg z_t1_i) ]
+    Z     = [z_s1; z_s2]                                   (2N rows of the global batch)
+    L_neg = log( mean_a  sum_{b not in {a, pair(a)}} exp(Z_a . Z_b / T) / (2N - 2) )
+    L     = L_pos + lambda L_neg,        T = 2, lambda = 0.1
+
+``L_neg`` is the log of the batch *mean* (not a mean of logs), so it does not decompose over
+rows: :func:`beclr_loss` returns ``[B_local]`` rows ``L_pos_i + lambda L_neg`` whose mean over
+the global batch is ``L`` (``L_neg`` computed once over the gathered global batch through
+:mod:`jaxcl.collectives`, so value and gradient equal the single-device ones).
+
+**DyCE** (dynamic clustered memory). A FIFO memory of ``M`` detached, L2-normalised
+embeddings, each with a cluster label, and ``K`` centres. The first time it is full, spherical
+k-means (:mod:`jaxcl.kmeans`) clusters it; afterwards every incoming batch is assigned to the
+centres by Sinkhorn-Knopp on the cosine scores (:func:`jaxcl.sinkhorn.sinkhorn_knopp`:
+equipartition over the batch, then argmax), written over the oldest rows, and each centre is
+recomputed as the normalised mean of its members (an empty cluster keeps its old centre).
+*Batch enhancement*: every embedding gets the ``top_k`` memory members most similar to it
+among those of its nearest centre, so a batch of ``B`` becomes ``B (1 + top_k)`` rows
+(:func:`enhance`; rows ``j B + i`` hold the ``j``-th neighbour of sample ``i``, so two views'
+enhanced batches stay paired row by row). Neighbours are memory rows: constants for the
+gradient.
+
+Order (``order=``): the reference code inserts the batch *before* the lookup
+(``"insert_first"``), so a sample's first neighbour is typically its own copy;
+``"lookup_first"`` looks up in the memory of the previous steps. The paper does not settle it.
+
+**Explicit, caller-owned state.** jaxcl's design takes negatives from the global batch, never
+from a memory bank. DyCE is BECLR's deliberate exception, so it is an optional
+:class:`DyCEState` the caller passes in and gets back: nothing is hidden in the loss, and the
+memory is replicated on every device (``axis_name`` gathers the batch before it is written).
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxcl import beclr
+  >>> z = jax.random.normal(jax.random.key(0), (8, 4))
+  >>> state = beclr.dyce_init(memory_size=16, dim=4, num_clusters=2)
+  >>> insert = jax.jit(beclr.dyce_insert)
+  >>> for i in range(3):
+  ...   state = insert(state, z + i, jax.random.key(i))
+  >>> bool(state.clustered), int(state.count), state.memory.shape
+  (True, 24, (16, 4))
+  >>> nbrs, valid = beclr.dyce_lookup(state, z, top_k=2)
+  >>> nbrs.shape, valid.shape
+  ((8, 2, 4), (8, 2))
+  >>> p1, p2, t1, t2, s1, s2 = jax.random.normal(jax.random.key(1), (6, 8, 4))
+  >>> beclr.beclr_loss(p1, p2, t1, t2, s1, s2).shape
+  (8,)
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxcl import collectives, kmeans, sinkhorn
+from jaxcl.kernels import contrastive_lse
+from jaxcl.losses import _common as c
+
+ORDERS = ("insert_first", "lookup_first")
+
+
+# ------------------------------------------------------------------------- loss
+
+def _global_log_mean_exp(x, valid, axis_name):
+  """``log mean_{valid a} exp(x_a)`` over the global batch (max-subtracted)."""
+  xm = jnp.where(valid, x, -jnp.inf)
+  # The shift is a constant for the gradient (and pmax has no differentiation rule).
+  m = collectives.pmax(jax.lax.stop_gradient(jnp.max(xm)), axis_name)
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
+  total = collectives.psum(jnp.sum(jnp.where(valid, jnp.exp(x - m), 0.0)), axis_name)
+  n = collectives.psum(jnp.sum(valid.astype(jnp.float32)), axis_name)
+  return m + jnp.log(total) - jnp.log(n)
+
+
+def uniformity_term(z1, z2, *, temperature=2.0, axis_name=None, valid=None, impl="dense",
+                    block_size=1024):
+  """BECLR's ``L_neg`` (a scalar): log of the batch mean of each anchor's mean
+  ``exp(Z_a . Z_b / T)`` over the ``2N - 2`` rows that are neither itself nor its pair.
+
+  ``N`` counts the valid rows of the global batch; ``z1``/``z2`` are ``[B_local, D]``
+  (normalised inside). Same value on every device.
+  """
+  fn = "uniformity_term"
+  z1, z2 = c.paired(fn, "z1", z1, "z2", z2, temperature)
+  b = z1.shape[0]
+  valid = c.valid_mask(valid, b, fn)
+  u = jnp.concatenate([c.l2_normalize(z1), c.l2_normalize(z2)])
+  tags = c.concat_tags(c.row_tags(b, axis_name, view=0, valid=valid),
+                       c.row_tags(b, axis_name, view=1, valid=valid))
+  lse = contrastive_lse(u, u, c.inv_temperature(temperature), q_tags=tags, k_tags=tags,
+                        mask_fn=c.candidate_mask(exclude_self=True, exclude_same_sample=True),
+                        axis_name=axis_name, impl=impl, block_size=block_size).lse
+  n = collectives.psum(jnp.sum(valid.astype(jnp.float32)), axis_name)
+  both = jnp.concatenate([valid, valid])
+  # Each anchor's candidate mean: exp(lse_a) / (2N - 2).
+  return _global_log_mean_exp(lse, both & jnp.isfinite(lse), axis_name) - jnp.log(2 * n - 2)
+
+
+def beclr_loss(p1, p2, zt1, zt2, zs1, zs2, *, temperature=2.0, neg_weight=0.1,
+               axis_name=None, valid=None, impl="dense", block_size=1024):
+  """BECLR's pretraining loss ``L_pos + lambda L_neg`` (module docstring). ``[B_local]``.
+
+  Args:
+    p1, p2: ``[B, D]`` student predictions of views 1 and 2.
+    zt1, zt2: ``[B, D]`` teacher projections (stop-gradient is applied here).
+    zs1, zs2: ``[B, D]`` student projections (the negatives, "SS" in the reference config).
+    temperature: ``T`` of ``L_neg`` (BECLR 2.0).
+    neg_weight: ``lambda`` (BECLR 0.1).
+    axis_name: mesh axis name(s); ``L_neg`` runs over the global batch.
+    valid: ``[B]`` bool; padded rows get 0 and are no negatives (the mean over the valid
+      rows of the global batch is then the loss).
+
+  """
+  fn = "beclr_loss"
+  p1, zt2 = c.paired(fn, "p1", p1, "zt2", zt2, temperature)
+  p2, zt1 = c.paired(fn, "p2", p2, "zt1", zt1, temperature)
+  c.check_same("p1", p1, "p2", p2, 0, fn, "batch size")
+  if neg_weight:
+    c.check_positive("neg_weight", neg_weight, fn)
+  b = p1.shape[0]
+  valid = c.valid_mask(valid, b, fn)
+  sg = jax.lax.stop_gradient
+  cos = lambda a, t: jnp.sum(c.l2_normalize(a) * c.l2_normalize(sg(t)), axis=-1)
+  pos = -0.5 * (cos(p1, zt2) + cos(p2, zt1))
+  per = pos
+  if neg_weight:
+    per = per + neg_weight * uniformity_term(zs1, zs2, temperature=temperature,
+                                             axis_name=axis_name, valid=valid, impl=impl,
+                                             block_size=block_size)
+  return c.finalize(per, valid)
+
+
+# ------------------------------------------------------------------------- DyCE
+
+class DyCEState(NamedTuple):
+  memory: jax.Array      # [M, D] float32, L2-normalised, detached
+  labels: jax.Array      # [M] int32 cluster of each row (-1 before the first clustering)
+  centres: jax.Array     # [K, D] float32 unit centres (zeros before the first clustering)
+  count: jax.Array       # int32: rows written so far (the FIFO pointer is count % M)
+  clustered: jax.Array   # bool: k-means has run (the memory was full once)
+
+
+def dyce_init(memory_size, dim, num_clusters):
+  """An empty memory of ``memory_size`` rows and ``num_clusters`` centres."""
+  if not 1 <= num_clusters <= memory_size:
+    raise ValueError(f"dyce_init: 'num_clusters' must be in [1, memory_size={memory_size}], "
+                     f"got {num_clusters}")
+  return DyCEState(jnp.zeros((memory_size, dim), jnp.float32),
+                   jnp.full((memory_size,), -1, jnp.int32),
+                   jnp.zeros((num_clusters, dim), jnp.float32), jnp.zeros((), jnp.int32),
+                   jnp.zeros((), bool))
+
+
+def cluster_means(memory, labels, old_centres):
+  """Normalised mean of each cluster's rows; an empty cluster keeps ``old_centres``."""
+  k = old_centres.shape[0]
+  onehot = jax.nn.one_hot(labels, k, dtype=jnp.float32)      # label -1 -> all zeros
+  counts = jnp.sum(onehot, axis=0)
+  new = c.l2_normalize(onehot.T @ memory)
+  return jnp.where(counts[:, None] > 0, new, old_centres)
+
+
+def assign(z, centres, *, epsilon=0.05, num_iters=10):
+  """Sinkhorn-balanced cluster of each unit row of ``z``: argmax of the equipartitioned codes
+  of the cosine scores ``z @ centres.T``. ``[B]`` int32."""
+  codes = sinkhorn.sinkhorn_knopp(z @ centres.T, epsilon=epsilon, num_iters=num_iters)
+  return jnp.argmax(codes, axis=1).astype(jnp.int32)
+
+
+def dyce_insert(state, z, rng, *, epsilon=0.05, num_iters=10, kmeans_iters=20,
+                axis_name=None):
+  """Writes the (global) batch ``z`` over the oldest rows; clusters or re-centres.
+
+  Args:
+    state: :class:`DyCEState`.
+    z: ``[B_local, D]`` embeddings (detached and L2-normalised here); with ``axis_name`` the
+      global batch is gathered first, so every device's memory is the same.
+    rng: key of the k-means++ seeding (used once, when the memory first becomes full).
+    epsilon, num_iters: Sinkhorn assignment of the batch to the centres (BECLR: iterations
+      10; eps 0.05 in the first release, 1e-5 in the current config).
+    kmeans_iters: Lloyd iterations of the first clustering.
+
+  Returns:
+    The new :class:`DyCEState`.
+  """
+  fn = "dyce_insert"
+  z = c.embeddings("z", z, fn)
+  if z.shape[1] != state.memory.shape[1]:
+    raise ValueError(f"{fn}: 'z' has feature size {z.shape[1]}, the memory "
+                     f"{state.memory.shape[1]}")
+  z = c.l2_normalize(jax.lax.stop_gradient(collectives.all_gather(z, axis_name)))
+  m, k = state.memory.shape[0], state.centres.shape[0]
+  if z.shape[0] > m:
+    raise ValueError(f"{fn}: the global batch ({z.shape[0]} rows) exceeds the memory ({m})")
+  rows = (state.count + jnp.arange(z.shape[0])) % m
+  labels_in = jnp.where(state.clustered,
+                        assign(z, state.centres, epsilon=epsilon, num_iters=num_iters), -1)
+  memory = state.memory.at[rows].set(z)
+  labels = state.labels.at[rows].set(labels_in)
+  count = state.count + z.shape[0]
+
+  def first_clustering(_):
+    res = kmeans.kmeans(memory, k, rng, num_iters=kmeans_iters, metric="cosine")
+    return res.assignments, res.centroids
+
+  def recentre(_):
+    return labels, jnp.where(state.clustered, cluster_means(memory, labels, state.centres),
+                             state.centres)
+
+  now_full = (~state.clustered) & (count >= m)
+  labels, centres = jax.lax.cond(now_full, first_clustering, recentre, None)
+  # Identical on every device (computed from the gathered batch); pmax lets shard_map see
+  # them as replicated (out_specs P()).
+  memory, labels, centres = (collectives.pmax(a, axis_name) for a in (memory, labels, centres))
+  return DyCEState(memory, labels, centres, count, state.clustered | now_full)
+
+
+def dyce_lookup(state, z, *, top_k=5):
+  """The ``top_k`` memory rows most similar to each row of ``z`` among the members of its
+  nearest centre.
+
+  Returns:
+    ``(neighbours [B, top_k, D], valid [B, top_k])``; a neighbour is invalid before the first
+    clustering or when the cluster has fewer than ``top_k`` members. Stop-gradient.
+  """
+  fn = "dyce_lookup"
+  z = c.embeddings("z", z, fn)
+  if not 1 <= top_k <= state.memory.shape[0]:
+    raise ValueError(f"{fn}: 'top_k' must be in [1, {state.memory.shape[0]}], got {top_k}")
+  zn = c.l2_normalize(jax.lax.stop_gradient(z))
+  nearest = jnp.argmax(zn @ state.centres.T, axis=1)
+  member = state.labels[None, :] == nearest[:, None]
+  sims = jnp.where(member, zn @ state.memory.T, -jnp.inf)
+  vals, idx = jax.lax.top_k(sims, top_k)
+  valid = state.clustered & jnp.isfinite(vals)
+  return jax.lax.stop_gradient(state.memory[idx]), valid
+
+
+def enhance(state, z, rng, *, top_k=5, order="insert_first", insert=True, axis_name=None,
+            **insert_kwargs):
+  """DyCE batch enhancement of one embedding batch (and the memory update it implies).
+
+  Args:
+    state: :class:`DyCEState`.
+    z: ``[B_local, D]`` embeddings.
+    rng: key for :func:`dyce_insert`.
+    top_k: neighbours appended per row (BECLR 5).
+    order: ``"insert_first"`` (reference code) or ``"lookup_first"``.
+    insert: False looks up without writing ``z`` (e.g. for the second view or the student
+      embeddings when one array per step feeds the memory).
+    insert_kwargs: ``epsilon``, ``num_iters``, ``kmeans_iters`` of :func:`dyce_insert`.
+
+  Returns:
+    ``(rows [B_local (1 + top_k), D], valid [B_local (1 + top_k)], new state)``: ``z`` (with
+    its gradient) then the ``j``-th neighbours of every row, block by block; ``valid`` marks
+    the real rows (all of ``z``; neighbours that exist).
+  """
+  if order not in ORDERS:
+    raise ValueError(f"enhance: 'order' must be one of {ORDERS}, got {order!r}")
+  if insert and order == "insert_first":
+    state = dyce_insert(state, z, rng, axis_name=axis_name, **insert_kwargs)
+  nbrs, ok = dyce_lookup(state, z, top_k=top_k)
+  if insert and order == "lookup_first":
+    state = dyce_insert(state, z, rng, axis_name=axis_name, **insert_kwargs)
+  b = z.shape[0]
+  rows = jnp.concatenate([z.astype(jnp.float32), jnp.swapaxes(nbrs, 0, 1).reshape(-1, z.shape[1])])
+  valid = jnp.concatenate([jnp.ones((b,), bool), ok.T.reshape(-1)])
+  return rows, valid, state
