@@ -94,9 +94,30 @@ def quiet(config):
   return c
 
 
+def compile_cache():
+  """Points JAX's persistent compilation cache at a directory private to this process.
+
+  A study compiles the same programs again and again (the train step of a setting for every
+  seed, the evaluation for every run); with the cache each is compiled once per study, which
+  more than halves a study's time on CPU. The directory is removed when the process exits, so
+  nothing outlives the study. No effect when the cache was already configured or used.
+  """
+  import atexit
+  import shutil
+  import jax
+  if jax.config.jax_compilation_cache_dir:
+    return
+  path = tempfile.mkdtemp(prefix="jaxcl_study_xla_")
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def run_grid(settings, seeds, log=print):
   """Trains every (setting, seed); returns one row of final metrics per run."""
   from jaxcl.train import logger, train
+  compile_cache()
   rows = []
   for label, config in settings:
     for seed in seeds:

@@ -35,9 +35,10 @@ def test_study_smoke(study, tmp_path):
   assert "## Verdict" in md and "Machine:" in md and f"{study}.png" in md
 
 
-@pytest.mark.parametrize("name", ["dcl_digits", "mv_dhel_digits", "loss_behaviour_digits"])
+@pytest.mark.parametrize("name", ["dcl_digits", "mv_dhel_digits", "loss_behaviour_digits",
+                                  "mv_dhel_mnist1d", "loss_behaviour_mnist1d"])
 def test_method_recipes_validate(name):
   from jaxcl.train.config import make_objective, validate
   c = importlib.import_module(f"configs.{name}").get_config()
-  assert validate(c, num_devices=8, num_processes=1).name == "digits"
+  assert validate(c, num_devices=8, num_processes=1).name == name.rsplit("_", 1)[1]
   make_objective(c)  # the loss has an adapter and its kwargs are accepted
