@@ -114,3 +114,28 @@ def test_resume_restores_teacher_and_queue(tmp_path):
 def test_bad_moco_config_is_named(over, match):
   with pytest.raises(ConfigError, match=match):
     setup(moco_config(**over))
+
+
+@pytest.mark.parametrize("name", ["moco_digits", "mochi_digits"])
+def test_recipes_validate_and_build(name):
+  import importlib
+  from jaxcl.train.config import make_objective, validate
+  c = importlib.import_module(f"configs.{name}").get_config()
+  assert validate(c, num_devices=8, num_processes=1).name == "digits"
+  assert c.momentum.ema > 0 and c.queue.size >= c.batch_size
+  make_objective(c)
+
+
+@pytest.mark.smoke
+def test_mochi_study_smoke(tmp_path):
+  import json
+  from experiments import mochi
+  mochi.main(["--smoke", "--out", str(tmp_path)])
+  out = json.loads((tmp_path / "mochi.json").read_text())
+  assert out["command"] == "python -m experiments.mochi --smoke"
+  assert [s["setting"]["method"] for s in out["summary"]] == ["mochi_batch", "mochi_moco"]
+  assert all(0 < s["linear_probe"]["mean"] <= 1 for s in out["summary"])
+  assert 0 <= out["summary"][1]["proxy_acc"]["mean"] <= 1       # logged by the MoCo run only
+  assert "proxy_acc" not in out["summary"][0]
+  md = (tmp_path / "mochi.md").read_text()
+  assert "## Verdict" in md and (tmp_path / "mochi.png").stat().st_size > 0
