@@ -10,6 +10,7 @@ STUDIES = {
     "dcl": (("batch", "loss"), 2),
     "mv_dhel": (("K", "loss"), 2),
     "loss_behaviour": (("loss", "T", "quantile"), 2),
+    "swav": (("loss", "crops", "batch", "queue"), 2),
 }
 
 
