@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-METRICS = ("linear_probe", "knn", "alignment", "uniformity", "tolerance", "effective_rank")
+METRICS = ("linear_probe", "knn", "alignment", "uniformity", "tolerance", "effective_rank",
+           "probe_mae", "probe_val_mae", "ordinality")  # the last three: regression targets
 
 
 def parse_args(argv=None):
@@ -134,8 +135,8 @@ def run_grid(settings, seeds, log=print):
       row.update({f"train/{k}": v for k, v in (logged[-1] if logged else {}).items()
                   if k not in ("step", "time") and isinstance(v, (int, float))})
       rows.append(row)
-      log(f"  {label} seed {seed}: probe {100 * row['linear_probe']:.2f}%  "
-          f"kNN {100 * row['knn']:.2f}%  ({row['wall_s']:.1f} s)")
+      from jaxcl.eval.evaluate import summary_line
+      log(f"  {label} seed {seed}: {summary_line(row)}  ({row['wall_s']:.1f} s)")
   return rows
 
 

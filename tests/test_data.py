@@ -154,7 +154,8 @@ def test_global_batch_not_divisible_by_processes(data_dir):
 def test_env_data_dir_is_used(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXCL_DATA_DIR", str(tmp_path))
   assert data.load_arrays("wine", "test")["x"].shape == (36, 13)
-  assert (tmp_path / "wine" / "1.0.0").is_dir()
+  from jaxcl.data import builders
+  assert (tmp_path / "wine" / builders._VERSION).is_dir()
 
 
 def test_cifar10_through_mock_data_no_download(tmp_path):

@@ -155,6 +155,19 @@ def test_integer_labels_and_bin_width():
   np.testing.assert_allclose(lib(z, y_cont, bin_width=10.0), lib(z, y_int), rtol=1e-6)
 
 
+def test_without_mixtures_and_weights_is_supcon_on_binned_labels():
+  z = _features(9)
+  y_cont = np.array([3.0, 12.0, 17.5, 21.0, 39.0, 8.0], np.float32)
+  bins = np.floor(y_cont / 10.0).astype(np.int32)               # 0 1 1 2 3 0
+  got = losses.supremix(z, y_cont, temperature=0.3, bin_width=10.0, weighting="none",
+                        mix_neg=False, mix_pos=False)
+  np.testing.assert_allclose(got, losses.supcon(z, bins, temperature=0.3), rtol=1e-5)
+  # Each family changes the value on its own.
+  one = lambda **kw: np.asarray(losses.supremix(z, y_cont, temperature=0.3, bin_width=10.0,
+                                                rng=RNG, weighting="none", **kw))
+  assert not np.allclose(one(mix_neg=False), got) and not np.allclose(one(mix_pos=False), got)
+
+
 def test_chunked_equals_unchunked():
   z = jnp.asarray(_features(3))
   g = jnp.asarray(np.random.default_rng(8).normal(size=B), jnp.float32)

@@ -2,7 +2,8 @@
 
 Public API:
 
-* ``DATASETS``: ``("mnist1d", "digits", "wine", "breast_cancer", "diabetes", "digits_easy", "cifar10")``.
+* ``DATASETS``: ``("mnist1d", "digits", "wine", "breast_cancer", "diabetes", "ordinal", "digits_easy",
+  "cifar10")``.
 * ``info(name) -> DatasetInfo`` (``name, kind, shape, num_classes, splits, embedded``).
 * ``load_arrays(name, split, *, data_dir=None) -> {"x": float32 [N, *shape], "y": [N]}``.
 * ``make_loader(name, split, *, global_batch_size, seed, shuffle=True, num_epochs=None,

@@ -51,7 +51,11 @@ _INFOS = {
     "wine": DatasetInfo("wine", "tabular", (13,), 3, {"train": 142, "test": 36}),
     "breast_cancer": DatasetInfo("breast_cancer", "tabular", (30,), 2,
                                  {"train": 455, "test": 114}),
-    "diabetes": DatasetInfo("diabetes", "tabular", (10,), 0, {"train": 353, "test": 89}),
+    "diabetes": DatasetInfo("diabetes", "tabular", (10,), 0,
+                            {"train": 353, "test": 89, "train25": 88}),
+    # make_regression-style target rounded to integer bins (SupReMix's ordinal proxy).
+    "ordinal": DatasetInfo("ordinal", "tabular", (16,), 0,
+                           {"train": 480, "test": 120, "train25": 120}),
     # digits + an "easy" channel shared by both views (MCL's feature-suppression proxy).
     "digits_easy": DatasetInfo("digits_easy", "image", (8, 8, 2), 10,
                                {"train": 1437, "test": 360}, extra_labels=(("easy", 5),)),

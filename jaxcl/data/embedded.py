@@ -8,7 +8,10 @@
   Fixed split: permutation from ``numpy.random.default_rng(SPLIT_SEED)``, first
   ``int(0.8 N)`` rows train, the rest test. Tabular features are standardised with train
   statistics ``(x - mean_train) / std_train``; digits pixels are ``v / 16`` in ``[0, 1]``;
-  the diabetes target is the raw disease-progression score (float32).
+  the diabetes target is the raw disease-progression score (float32). The regression sets
+  (``diabetes``, ``ordinal``) also have a ``train25`` split: the first ``int(0.25 N_train)``
+  rows of ``train`` (a random quarter, standardised with the full train statistics), for
+  few-sample studies.
 
 * ``digits_easy`` (the feature-suppression proxy of MCL, Zhang et al. ECCV 2024,
   arXiv 2402.11816): ``digits`` (same split) with a second channel that is constant over the
@@ -16,6 +19,12 @@
   ``default_rng(EASY_SEED)`` independently of the digit. Crops, flips and blur keep that
   channel, so both views of an example share it: a feature that alone solves part of
   instance discrimination and tells nothing about the digit.
+
+* ``ordinal`` (the synthetic ordinal-regression proxy of SupReMix, methods.md section 6):
+  ``sklearn.datasets.make_regression(600, 16 features, 8 informative, noise 10,
+  random_state=ORDINAL_SEED)``, target standardised and rounded to integer bins,
+  ``round(ORDINAL_BINS_PER_STD * y / std(y))`` (float32, about -25..25), same 80/20 split
+  and feature standardisation as the other tabular sets.
 
 Every function returns ``{split: (x float32 [N, *shape], y int32 | float32 [N])}``, plus a
 dict of extra integer labels as a third element where the catalog lists ``extra_labels``, and
@@ -32,6 +41,7 @@ import numpy as np
 
 SPLIT_SEED = 0
 TRAIN_FRACTION = 0.8
+SUBSET_FRACTION = 0.25
 
 
 def _split(x, y, seed=SPLIT_SEED):
@@ -83,12 +93,20 @@ def _digits_easy():
   return out
 
 
+def _with_subset(out):
+  """Adds ``train25``: the first quarter of the (already shuffled) train split."""
+  x, y = out["train"]
+  n = int(SUBSET_FRACTION * len(y))
+  return {**out, "train25": (x[:n], y[:n])}
+
+
 def _tabular(loader, regression=False):
   d = loader()
   y = d.target.astype(np.float32 if regression else np.int32)
   (xtr, ytr), (xte, yte) = _split(d.data.astype(np.float64), y)
   xtr, xte = _standardise(xtr, xte)
-  return {"train": (xtr.astype(np.float32), ytr), "test": (xte.astype(np.float32), yte)}
+  out = {"train": (xtr.astype(np.float32), ytr), "test": (xte.astype(np.float32), yte)}
+  return _with_subset(out) if regression else out
 
 
 def _sk(fn_name, regression=False):
@@ -98,6 +116,21 @@ def _sk(fn_name, regression=False):
   return gen
 
 
+ORDINAL_SEED = 0
+ORDINAL_BINS_PER_STD = 8
+
+
+def _ordinal():
+  from sklearn.datasets import make_regression  # pylint: disable=g-import-not-at-top
+  x, y = make_regression(n_samples=600, n_features=16, n_informative=8, noise=10.0,
+                         random_state=ORDINAL_SEED)
+  y = np.round(ORDINAL_BINS_PER_STD * y / y.std()).astype(np.float32)
+  (xtr, ytr), (xte, yte) = _split(x, y)
+  xtr, xte = _standardise(xtr, xte)
+  return _with_subset({"train": (xtr.astype(np.float32), ytr),
+                       "test": (xte.astype(np.float32), yte)})
+
+
 GENERATORS = {
     "mnist1d": _mnist1d,
     "digits": _digits,
@@ -105,6 +138,7 @@ GENERATORS = {
     "wine": _sk("load_wine"),
     "breast_cancer": _sk("load_breast_cancer"),
     "diabetes": _sk("load_diabetes", regression=True),
+    "ordinal": _ordinal,
 }
 
 

@@ -3,7 +3,9 @@
 ``evaluate_encoder`` encodes the train and test splits (sharded ``P('data')`` over the mesh),
 then reports the linear-probe and weighted-kNN test accuracy, and on the test split the
 alignment of two augmented views, the uniformity and the effective rank of the features
-(:mod:`jaxcl.metrics`). ``markdown_table`` formats several such results.
+(:mod:`jaxcl.metrics`). For a regression dataset (``num_classes == 0``, e.g. ``diabetes``) the
+ridge-probe test MAE and the ordinality replace the probe and kNN accuracy
+(:mod:`jaxcl.eval.regression`). ``markdown_table`` formats several such results.
 
 Example:
   >>> print(markdown_table({"raw inputs": {"linear_probe": 0.3, "knn": 0.5}}))
@@ -19,6 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxcl import metrics
+from jaxcl.eval import regression
 from jaxcl.eval.knn import knn_accuracy
 from jaxcl.eval.probe import linear_probe
 
@@ -54,9 +57,16 @@ def geometry(feats, feats_view1=None, feats_view2=None):
 
 
 def evaluate_features(train_f, train_y, test_f, test_y, num_classes, eval_config, seed=0):
-  """Linear probe and kNN test accuracy of fixed features."""
+  """Linear probe and kNN test accuracy of fixed features; for a regression target
+  (``num_classes == 0``) the ridge-probe test MAE and the ordinality instead
+  (:mod:`jaxcl.eval.regression`)."""
   train_f = np.asarray(train_f, np.float32).reshape(len(train_f), -1)
   test_f = np.asarray(test_f, np.float32).reshape(len(test_f), -1)
+  if num_classes == 0:
+    rp = regression.ridge_probe(train_f, train_y, test_f, test_y,
+                                val_fraction=eval_config.probe_val_fraction, seed=seed)
+    return {"probe_mae": rp["mae"], "probe_l2": rp["l2"], "probe_val_mae": rp["val_mae"][rp["l2"]],
+            "ordinality": regression.ordinality(test_f, test_y)}
   lp = linear_probe(train_f, train_y, test_f, test_y, num_classes,
                     l2s=tuple(eval_config.probe_l2), steps=eval_config.probe_steps,
                     val_fraction=eval_config.probe_val_fraction, seed=seed)
@@ -66,13 +76,25 @@ def evaluate_features(train_f, train_y, test_f, test_y, num_classes, eval_config
 
 
 def markdown_table(results, k=20):
-  cols = ("linear_probe", "knn", "alignment", "uniformity", "effective_rank")
-  lines = [f"| representation | linear probe | kNN (k={k}) | alignment | uniformity | eff. rank |",
-           "|---|---|---|---|---|---|"]
+  if any("probe_mae" in r for r in results.values()):  # regression target
+    cols = ("probe_mae", "ordinality", "alignment", "uniformity", "effective_rank")
+    head = "| representation | ridge probe MAE | ordinality | alignment | uniformity | eff. rank |"
+  else:
+    cols = ("linear_probe", "knn", "alignment", "uniformity", "effective_rank")
+    head = f"| representation | linear probe | kNN (k={k}) | alignment | uniformity | eff. rank |"
+  lines = [head, "|---|---|---|---|---|---|"]
   for name, r in results.items():
     cells = []
     for c in cols:
       v = r.get(c)
-      cells.append("-" if v is None else (f"{100 * v:.2f}%" if c in cols[:2] else f"{v:.3f}"))
+      cells.append("-" if v is None else (f"{100 * v:.2f}%" if c in ("linear_probe", "knn")
+                                          else f"{v:.3f}"))
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def summary_line(res):
+  """One line for logs: probe and kNN accuracy, or ridge-probe MAE and ordinality."""
+  if "probe_mae" in res:
+    return f"ridge probe MAE {res['probe_mae']:.3f}  ordinality {res['ordinality']:.3f}"
+  return f"linear probe {100 * res['linear_probe']:.2f}%  kNN {100 * res['knn']:.2f}%"

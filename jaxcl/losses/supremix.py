@@ -123,16 +123,20 @@ def _check_args(fn, temperature, window, beta, weighting, bin_width, chunk_size,
 
 
 def supremix(features, labels, *, temperature=0.5, window=5.0, beta=(2.0, 8.0), rng=None,
-             weighting="l1_inv", bin_width=None, block_max_shift=False, axis_name=None,
-             normalize=True, valid=None, chunk_size=None):
+             weighting="l1_inv", bin_width=None, block_max_shift=False, mix_neg=True,
+             mix_pos=True, axis_name=None, normalize=True, valid=None, chunk_size=None):
   """SupReMix loss (see the module docstring). ``features`` ``[B, V, D]``, ``labels`` ``[B]``
   (int or float), ``rng`` a PRNG key.
+
+  ``mix_neg=False`` / ``mix_pos=False`` drop a mixture family (ablations); with both off and
+  ``weighting="none"`` this is SupCon (``T_base = T``) on the (binned) labels.
 
   Returns ``[B_local]``: mean over each sample's ``V`` anchor losses.
   """
   fn = "supremix"
   features = c.embeddings("features", features, fn, rank=3, what="[batch, views, dim]")
-  _check_args(fn, temperature, window, beta, weighting, bin_width, chunk_size, rng)
+  _check_args(fn, temperature, window, beta, weighting, bin_width, chunk_size,
+              rng if mix_neg else jax.random.key(0))
   b, v, _ = features.shape
   labels = jnp.asarray(labels)
   if labels.shape != (b,):
@@ -166,15 +170,20 @@ def supremix(features, labels, *, temperature=0.5, window=5.0, beta=(2.0, 8.0), 
   real_pos = real_cand & (dy == 0)
 
   # Mix-neg: one mixture of the anchor with each differently-labelled row.
-  alpha = mix_neg_alphas(rng, gid, v * b_global, beta)[:, gid_all]
+  alpha = (mix_neg_alphas(rng, gid, v * b_global, beta)[:, gid_all] if mix_neg
+           else jnp.zeros_like(s))
   l_neg = alpha * s_self_det[:, None] + (1.0 - alpha) * s_det
-  neg = valid_all[None, :] & (dy > 0)
+  neg = valid_all[None, :] & (dy > 0) & mix_neg
 
   # Mix-pos: label-interpolating pairs around the anchor, reduced per anchor in chunks.
   n_all = u_all.shape[0]
   chunk = chunk_size or max(1, AUTO_CHUNK_LOGITS // (n_all * n_all))
-  lse_pos, sum_pos, cnt_pos, max_pos = _mix_pos(y_rows, s_det, y_all, valid_all,
-                                                jnp.float32(window), min(chunk, v * b))
+  if mix_pos:
+    lse_pos, sum_pos, cnt_pos, max_pos = _mix_pos(y_rows, s_det, y_all, valid_all,
+                                                  jnp.float32(window), min(chunk, v * b))
+  else:
+    lse_pos = max_pos = jnp.full((v * b,), -jnp.inf)
+    sum_pos = cnt_pos = jnp.zeros((v * b,))
 
   if block_max_shift:  # the released code's per-block shift (see the module docstring)
     m_real = jnp.max(jnp.where(valid_all[None, :] | self_, s, -jnp.inf), -1)

@@ -213,15 +213,16 @@ class Evaluator:
       v2 = views(jax.random.fold_in(key, 1), idx, x)
       res.update(evaluate.geometry(fte, self._features(params, batch_stats, np.asarray(v1)),
                                    self._features(params, batch_stats, np.asarray(v2))))
-      res["tolerance"] = _tolerance(fte, test["y"])
+      if not self.parts["info"].is_regression:  # same-class pairs need class labels
+        res["tolerance"] = _tolerance(fte, test["y"])
     return res, fte
 
   def during(self, step, state):
+    from jaxcl.eval import evaluate
     res, _ = self.measure(state.params, state.batch_stats, geometry=False)
     self.history.append({"step": int(step), **res})
     self._write({})
-    _print0(f"step {step}: linear probe {100 * res['linear_probe']:.2f}%  "
-            f"kNN {100 * res['knn']:.2f}%")
+    _print0(f"step {step}: {evaluate.summary_line(res)}")
 
   def final(self, state):
     from jaxcl.eval import evaluate, plots
@@ -233,7 +234,8 @@ class Evaluator:
                                        self.config.seed)
       flat = np.asarray(test["x"]).reshape(len(test["x"]), -1)
       raw.update(evaluate.geometry(flat))
-      raw["tolerance"] = _tolerance(flat, test["y"])
+      if not self.parts["info"].is_regression:
+        raw["tolerance"] = _tolerance(flat, test["y"])
       table["raw inputs"] = raw
       params, stats = init_variables(self.parts["eval_model"], self.parts["rng"],
                                      self.parts["info"].shape)
@@ -245,8 +247,9 @@ class Evaluator:
     self.history.append({"step": int(state.step), **trained})
     self._write(table)
     md = evaluate.markdown_table(table, k=self.config.eval.knn_k)
-    _print0(f"\n{self.config.data.name} test accuracy\n{md}")
-    if self.config.plots and jax.process_index() == 0:
+    _print0(f"\n{self.config.data.name} test results\n{md}")
+    # The curves and the class-coloured embedding plot are drawn for class labels only.
+    if self.config.plots and jax.process_index() == 0 and not self.parts["info"].is_regression:
       baselines = {k: v for k, v in table.items() if k != name}
       plots.write_all(self.workdir, logger.read_metrics(self.workdir), self.history, baselines,
                       feats, test["y"])
