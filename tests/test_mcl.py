@@ -248,7 +248,7 @@ def _tiny_config(data_dir, **mcl_kw):
   return c
 
 
-@pytest.mark.parametrize("mechanism", ["sampler", "mask"])
+@pytest.mark.parametrize("mechanism", ["sampler", pytest.param("mask", marks=pytest.mark.slow)])
 def test_two_tiny_stages_end_to_end(tmp_path, data_dir, mechanism):
   c = _tiny_config(data_dir, mechanism=mechanism)
   res = mcl.train(c, str(tmp_path))
@@ -272,3 +272,19 @@ def test_bad_mcl_config_is_named(tmp_path, data_dir):
   c = _tiny_config(data_dir, mechanism="both")
   with pytest.raises(ConfigError, match="config.mcl.mechanism"):
     mcl.train(c, str(tmp_path))
+
+
+@pytest.mark.smoke
+def test_mcl_study_smoke(tmp_path):
+  import json
+  from experiments import mcl as study
+  study.main(["--smoke", "--out", str(tmp_path)])
+  out = json.loads((tmp_path / "mcl.json").read_text())
+  assert out["command"] == "python -m experiments.mcl --smoke"
+  assert [s["setting"]["representation"] for s in out["summary"]] == list(study.REPS)
+  for s in out["summary"]:
+    assert 0 < s["digit_probe"]["mean"] <= 1 and s["n"] == 1
+    assert ("easy_probe" in s) == (s["setting"]["representation"] != study.REPS[0])
+  md = (tmp_path / "mcl.md").read_text()
+  assert "## Verdict" in md and len([l for l in md.splitlines() if l.startswith("| ")]) == 6
+  assert (tmp_path / "mcl.png").stat().st_size > 0
