@@ -239,3 +239,12 @@ def test_study_smoke(tmp_path):
   assert all(0.2 < s["accuracy"]["mean"] <= 1.0 for s in accs)   # 5-way chance is 0.2
   md = (tmp_path / "beclr.md").read_text()
   assert "## Verdict" in md and "| SimCLR encoder | 1 | prototype | 1 |" in md
+
+
+def test_recipe_validates():
+  from configs import beclr_digits
+  from jaxcl.train.config import make_objective, validate
+  c = beclr_digits.get_config()
+  assert validate(c, num_devices=8, num_processes=1).name == "digits"
+  make_objective(c)
+  assert not set(beclr_digits.PRETRAIN_CLASSES) & set(beclr_digits.HELD_OUT_CLASSES)
