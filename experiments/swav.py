@@ -93,11 +93,15 @@ def verdict(summary):
   for s in summary:
     st = s["setting"]
     if st["loss"] == "swav" and "train/loss" in s:
-      health.append(f"{st['crops']} crops, B={st['batch']}, queue {st['queue']}: final loss "
+      stuck = abs(s["train/loss"]["mean"] - math.log(30)) < 0.02
+      health.append(("**stuck at ln K (the official README's collapse signal: uniform codes)** "
+                     if stuck else "") +f"{st['crops']} crops, B={st['batch']}, queue {st['queue']}: final loss "
                     f"{s['train/loss']['mean']:.2f} (ln K = {math.log(30):.2f}), code entropy "
                     f"{s.get('train/swav/code_entropy', {}).get('mean', float('nan')):.2f}, "
                     f"{s.get('train/swav/used_prototypes', {}).get('mean', float('nan')):.1f}"
                     f"/30 prototypes used as arg-max")
+  heads.append("On digits even 3 training steps give ~97% (the study smoke run), so this "
+               "proxy is near its ceiling and differences are small.")
   return (" ".join(heads) + "\n\n" + "\n".join(f"- {l}" for l in lines) +
           "\n\nSwAV health (last step, mean over seeds):\n\n" +
           "\n".join(f"- {h}" for h in health))
