@@ -34,6 +34,12 @@ def parse_args(argv=None):
   p.add_argument("--out", default=RESULTS, help="directory for <study>.md/.json/.png")
   p.add_argument("--replot", action="store_true",
                  help="re-render md/png from the runs in <out>/<study>.json (no training)")
+  p.add_argument("--shard", default=None, metavar="I/N",
+                 help="run only settings I, I+N, I+2N, ... (all seeds), appending each "
+                      "setting's runs to <out>/<study>.rows.jsonl as it finishes; settings "
+                      "already there are skipped (so a killed shard resumes); no md/png")
+  p.add_argument("--from-rows", action="store_true",
+                 help="render md/json/png from <out>/<study>.rows.jsonl (all shards' runs)")
   return p.parse_args(argv)
 
 
@@ -50,12 +56,55 @@ def start(name, settings, argv=None):
 
 
 def runs(name, args, grid, seeds):
-  """The grid's runs: trained now, or (``--replot``) read back with their machine info."""
+  """The grid's runs: trained now, or (``--replot``) read back with their machine info, or
+  (``--from-rows``) gathered from the shards' rows file in grid order; ``--shard`` trains its
+  part of the grid and exits."""
   if args.replot:
     with open(os.path.join(args.out, f"{name}.json")) as f:
       saved = json.load(f)
     return saved["runs"], saved["machine"]
+  key = lambda setting: json.dumps(setting, sort_keys=True)
+  path = os.path.join(args.out, f"{name}.rows.jsonl")
+  done = []
+  if os.path.exists(path):
+    with open(path) as f:
+      done = [json.loads(l) for l in f if l.strip()]
+  if args.from_rows:
+    order = [key(label) for label, _ in grid]
+    rows = sorted((r for r in done if key(r["setting"]) in order),
+                  key=lambda r: (order.index(key(r["setting"])), r["seed"]))
+    return rows, None
+  if args.shard:
+    i, n = (int(x) for x in args.shard.split("/"))
+    finished = {key(r["setting"]) for r in done}
+    os.makedirs(args.out, exist_ok=True)
+    for label, config in grid[i::n]:
+      if key(label) not in finished:
+        rows = run_grid([(label, config)], seeds, log=log)
+        with open(path, "a") as f:  # one write per setting: shards may share the file
+          f.write("".join(json.dumps(r) + "\n" for r in rows))
+    raise SystemExit(0)
   return run_grid(grid, seeds, log=log), None
+
+
+def missing_note(grid, seeds, rows):
+  """A sentence naming the grid's settings without all their seeds' runs ("" when complete)."""
+  have = {}
+  for r in rows:
+    have.setdefault(json.dumps(r["setting"], sort_keys=True), set()).add(r["seed"])
+  missing = [label for label, _ in grid
+             if not set(seeds) <= have.get(json.dumps(label, sort_keys=True), set())]
+  if not missing:
+    return ""
+  return (f" **Incomplete: {len(grid) - len(missing)} of {len(grid)} settings finished; "
+          f"not run yet: " + "; ".join(", ".join(f"{k}={v}" for k, v in m.items())
+                                       for m in missing) + ".** The verdict covers only the "
+          "finished settings.")
+
+
+def incomplete_prefix(grid, seeds, rows):
+  return ("**Incomplete grid: no verdict on the claim yet.** What the finished settings show "
+          "(missing ones read nan):\n\n" if missing_note(grid, seeds, rows) else "")
 
 
 def separated(a, b):

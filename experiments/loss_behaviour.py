@@ -18,7 +18,7 @@ TEMPS = (0.05, 0.1, 0.2, 0.5, 1.0)
 TRUNC = ((0.5, 0.1), (0.5, 1.0), (1.0, 0.1), (1.0, 1.0))   # (T, quantile); 1.0 = plain InfoNCE
 METRICS = ("linear_probe", "knn", "uniformity", "tolerance", "alignment")
 PROXIES = {  # proxy: (recipe module, batch, steps, warmup)
-    "mnist1d": ("configs.loss_behaviour_mnist1d", 128, 200, 40),
+    "mnist1d": ("configs.loss_behaviour_mnist1d", 128, 150, 30),
     "digits": ("configs.loss_behaviour_digits", 256, 100, 20),
 }
 
@@ -125,8 +125,9 @@ def main(argv=None):
   name = "loss_behaviour" + ("_digits" if proxy == "digits" else "")
   args, grid, seeds, rows, summary, info = _study.start(
       name, lambda smoke: settings(smoke, proxy), argv)
-  temps = sorted({s["T"] for s, _ in grid if s["loss"] == "nt_xent"})
-  trunc = [(s["T"], s["quantile"]) for s, _ in grid if s["loss"] == "truncated_info_nce"]
+  done = [s["setting"] for s in summary]   # a partial grid (--from-rows) shows what ran
+  temps = sorted({s["T"] for s in done if s["loss"] == "nt_xent"})
+  trunc = [(s["T"], s["quantile"]) for s in done if s["loss"] == "truncated_info_nce"]
   shown = "digits" if args.smoke or proxy == "digits" else "MNIST-1D"
   plt = _study.pyplot()
   panels = ("uniformity", "tolerance", "alignment", "linear_probe", "knn")
@@ -160,11 +161,12 @@ def main(argv=None):
            f"{list(seeds)}." + (" MNIST-1D rather than digits: on digits every T probes ~98% "
                                 "(run with `--digits` for `loss_behaviour_digits.md`), which "
                                 "leaves no room for an accuracy peak or a rescue to show."
-                                if shown == "MNIST-1D" else ""))
+                                if shown == "MNIST-1D" else "")
+           + _study.missing_note(grid, seeds, rows))
   _study.write(name, args.out, title=f"Temperature: uniformity vs tolerance ({shown})",
                command=_study.command("loss_behaviour", args.smoke)
                + (" --digits" if proxy == "digits" else ""), setup_text=setup,
-               summary=summary, rows=rows, figure=fig, info=info, verdict=verdict(summary, temps),
+               summary=summary, rows=rows, figure=fig, info=info, verdict=_study.incomplete_prefix(grid, seeds, rows) + verdict(summary, temps),
                table_md=_study.table(summary, ("loss", "T", "quantile"), METRICS))
 
 

@@ -19,7 +19,7 @@ LOSSES = (("pwe", "nt_xent"), ("average", "mv_average"), ("mv_info_nce", "mv_inf
 T = 0.2          # the reference code's default, for all four losses
 KS = (2, 3, 4, 5)
 PROXIES = {  # proxy: (recipe module, batch, steps, warmup)
-    "mnist1d": ("configs.mv_dhel_mnist1d", 64, 150, 30),
+    "mnist1d": ("configs.mv_dhel_mnist1d", 64, 100, 20),
     "digits": ("configs.mv_dhel_digits", 128, 100, 20),
 }
 
@@ -44,9 +44,10 @@ def settings(smoke, proxy="mnist1d"):
 
 
 def verdict(summary, ks, labels):
-  acc = {(k, l): _study.mean_std(summary, "linear_probe", K=k, loss=l) for k in ks for l in labels}
+  every = [l for l, _ in LOSSES]           # missing settings read as nan
+  acc = {(k, l): _study.mean_std(summary, "linear_probe", K=k, loss=l) for k in ks for l in every}
   rank = {(k, l): _study.mean_std(summary, "effective_rank", K=k, loss=l)
-          for k in ks for l in labels}
+          for k in ks for l in every}
   a0, a1 = acc[(ks[0], "mv_dhel")], acc[(ks[-1], "mv_dhel")]
   gains = a1[0] > a0[0] and _study.separated(a1, a0)
   big = [k for k in ks if k >= 4]
@@ -89,8 +90,9 @@ def main(argv=None):
   name = "mv_dhel" + ("_digits" if proxy == "digits" else "")
   args, grid, seeds, rows, summary, info = _study.start(
       name, lambda smoke: settings(smoke, proxy), argv)
-  ks = sorted({s["K"] for s, _ in grid})
-  labels = [l for l, _ in LOSSES if any(s["loss"] == l for s, _ in grid)]
+  done = [s["setting"] for s in summary]   # a partial grid (--from-rows) shows what ran
+  ks = sorted({s["K"] for s in done})
+  labels = [l for l, _ in LOSSES if any(s["loss"] == l for s in done)]
   shown = "digits" if args.smoke or proxy == "digits" else "MNIST-1D"
   plt = _study.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
@@ -120,12 +122,13 @@ def main(argv=None):
            f"{list(seeds)}." + (" MNIST-1D rather than digits: on digits every objective "
                                 "probes ~98% (see `mv_dhel_digits.md` if run with "
                                 "`--digits`), so accuracy cannot move."
-                                if shown == "MNIST-1D" else ""))
+                                if shown == "MNIST-1D" else "")
+           + _study.missing_note(grid, seeds, rows))
   _study.write(name, args.out, title=f"Multi-view objectives vs number of views ({shown})",
                command=_study.command("mv_dhel", args.smoke)
                + (" --digits" if proxy == "digits" else ""), setup_text=setup,
                summary=summary, rows=rows, figure=fig, info=info,
-               verdict=verdict(summary, ks, labels),
+               verdict=_study.incomplete_prefix(grid, seeds, rows) + verdict(summary, ks, labels),
                table_md=_study.table(summary, ("K", "loss"),
                                      ("linear_probe", "knn", "effective_rank")))
 

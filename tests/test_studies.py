@@ -43,3 +43,21 @@ def test_method_recipes_validate(name):
   c = importlib.import_module(f"configs.{name}").get_config()
   assert validate(c, num_devices=8, num_processes=1).name == name.rsplit("_", 1)[1]
   make_objective(c)  # the loss has an adapter and its kwargs are accepted
+
+
+def test_study_shards_skip_finished_settings_and_merge(tmp_path):
+  # Rows of both smoke settings already in the shards' file: a shard trains nothing (it would
+  # take seconds and print), and --from-rows renders them in grid order.
+  from experiments import mv_dhel
+  grid = mv_dhel.settings(True)
+  rows = [{"setting": label, "seed": 0, "linear_probe": 0.5 + 0.1 * i, "knn": 0.4,
+           "effective_rank": 10.0 + i} for i, (label, _) in enumerate(grid)]
+  path = tmp_path / "mv_dhel.rows.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))
+  with pytest.raises(SystemExit) as e:
+    mv_dhel.main(["--smoke", "--shard", "0/1", "--out", str(tmp_path)])
+  assert e.value.code == 0 and len(path.read_text().splitlines()) == len(grid)
+  mv_dhel.main(["--smoke", "--from-rows", "--out", str(tmp_path)])
+  out = json.loads((tmp_path / "mv_dhel.json").read_text())
+  assert [r["setting"] for r in out["runs"]] == [label for label, _ in grid]
+  assert [s["linear_probe"]["mean"] for s in out["summary"]] == [0.5, 0.6]
