@@ -243,3 +243,21 @@ def test_sharded_equals_single_device():
   np.testing.assert_allclose(per_sharded, per_single, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got_g, want_g, rtol=1e-5, atol=1e-6)
   assert np.all(np.asarray(per_single)[~SVALID] == 0) and float(want) > 0
+
+
+@pytest.mark.smoke
+def test_study_smoke(tmp_path):
+  """``experiments/supremix.py --smoke``: one 3-step SupReMix run on diabetes plus the untrained
+  baselines, through the shared trainer; writes the table, JSON and plot."""
+  import json
+  from experiments import supremix
+  supremix.main(["--smoke", "--out", str(tmp_path)])
+  out = json.loads((tmp_path / "supremix.json").read_text())
+  assert out["command"] == "python -m experiments.supremix --smoke"
+  losses_run = {s["setting"]["loss"]: s for s in out["summary"]}
+  assert set(losses_run) == {"supremix", "raw inputs", "random encoder"}
+  for s in losses_run.values():
+    assert s["probe_mae"]["mean"] > 0 and -1 <= s["ordinality"]["mean"] <= 1
+  md = (tmp_path / "supremix.md").read_text()
+  assert "## Verdict" in md and "| diabetes | train | supremix | 0.5 |" in md
+  assert (tmp_path / "supremix.png").stat().st_size > 0
