@@ -103,7 +103,8 @@ def verdict(summary):
       + ("**reproduced**." if recovers else "**not reproduced**."),
       f"Concatenation vs the equal-budget InfoNCE: digit probe {pts(cat, plain)}, easy probe "
       f"{pts(easy_cat, easy_plain)} -- "
-      + ("**keeps both** (reproduced)." if keeps else "**does not keep both** (not reproduced)."),
+      + ("**keeps both** (reproduced)." if keeps else "**does not keep both** (not reproduced).")
+      + " The concatenation is twice as wide as one encoder, as in the paper.",
   ]
   head = ("The proxy **reproduces** the claim (suppression, recovery by stage 2, concatenation "
           "keeps both)." if suppressed and recovers and keeps else
