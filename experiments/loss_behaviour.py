@@ -144,6 +144,8 @@ def main(argv=None):
         ax.errorbar(ts, [scale * a for a, _ in ms], [scale * s for _, s in ms], marker=marker,
                     capsize=3, linestyle=":", label=f"InfoNCE, quantile {q}")
     ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(temps, [str(t) for t in temps])
     ax.set_xlabel("temperature T")
     ax.set_title(m.replace("_", " ") + (" (%)" if scale == 100 else ""))
   axes[-1].legend(fontsize=7)
