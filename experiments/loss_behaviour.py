@@ -167,7 +167,9 @@ def main(argv=None):
            + _study.missing_note(grid, seeds, rows))
   _study.write(name, args.out, title=f"Temperature: uniformity vs tolerance ({shown})",
                command=_study.command("loss_behaviour", args.smoke)
-               + (" --digits" if proxy == "digits" else ""), setup_text=setup,
+               + (" --digits" if proxy == "digits" else "")
+               + (" (grid split over --shard I/N processes, merged by --from-rows)"
+                  if args.from_rows else ""), setup_text=setup,
                summary=summary, rows=rows, figure=fig, info=info, verdict=_study.incomplete_prefix(grid, seeds, rows) + verdict(summary, temps),
                table_md=_study.table(summary, ("loss", "T", "quantile"), METRICS))
 

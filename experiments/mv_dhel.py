@@ -126,7 +126,9 @@ def main(argv=None):
            + _study.missing_note(grid, seeds, rows))
   _study.write(name, args.out, title=f"Multi-view objectives vs number of views ({shown})",
                command=_study.command("mv_dhel", args.smoke)
-               + (" --digits" if proxy == "digits" else ""), setup_text=setup,
+               + (" --digits" if proxy == "digits" else "")
+               + (" (grid split over --shard I/N processes, merged by --from-rows)"
+                  if args.from_rows else ""), setup_text=setup,
                summary=summary, rows=rows, figure=fig, info=info,
                verdict=_study.incomplete_prefix(grid, seeds, rows) + verdict(summary, ks, labels),
                table_md=_study.table(summary, ("K", "loss"),
