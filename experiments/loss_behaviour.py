@@ -92,14 +92,19 @@ def verdict(summary, temps):
       continue
     nt = full("linear_probe", t)
     u1, u0 = trunc("uniformity", t, 0.1)[0], trunc("uniformity", t, 1.0)[0]
+    k1, k0 = trunc("knn", t, 0.1), trunc("knn", t, 1.0)
     win = q1[0] > q0[0] and _study.separated(q1, q0)
     rescued.append(win)
     lines.append(
         f"T={t}: truncated InfoNCE (quantile 0.1) probe {100 * q1[0]:.2f} ± {100 * q1[1]:.2f}% "
         f"vs plain one-directional InfoNCE {100 * q0[0]:.2f} ± {100 * q0[1]:.2f}% "
         f"({100 * (q1[0] - q0[0]):+.2f} points{_study.spread_note(q1, q0)}) and NT-Xent "
-        f"{100 * nt[0]:.2f}%; uniformity {u1:.3f} vs {u0:.3f} → truncation "
-        + ("helps at this T" if win else "does **not** help beyond the seed spread"))
+        f"{100 * nt[0]:.2f}%; kNN {100 * k1[0]:.2f} ± {100 * k1[1]:.2f}% vs "
+        f"{100 * k0[0]:.2f} ± {100 * k0[1]:.2f}%"
+        f"{_study.spread_note(k1, k0) or ' (beyond the seed spread)'}; uniformity "
+        f"{u1:.3f} vs {u0:.3f} → truncation " + ("helps the linear probe at this T" if win else
+                                                  "does **not** help the linear probe beyond "
+                                                  "the seed spread"))
   ok["rescue"] = bool(rescued) and all(rescued)
   if ok["rescue"]:
     b = full("linear_probe", best)

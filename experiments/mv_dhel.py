@@ -48,6 +48,7 @@ def verdict(summary, ks, labels):
   acc = {(k, l): _study.mean_std(summary, "linear_probe", K=k, loss=l) for k in ks for l in every}
   rank = {(k, l): _study.mean_std(summary, "effective_rank", K=k, loss=l)
           for k in ks for l in every}
+  knn = {(k, l): _study.mean_std(summary, "knn", K=k, loss=l) for k in ks for l in every}
   a0, a1 = acc[(ks[0], "mv_dhel")], acc[(ks[-1], "mv_dhel")]
   gains = a1[0] > a0[0] and _study.separated(a1, a0)
   big = [k for k in ks if k >= 4]
@@ -66,6 +67,12 @@ def verdict(summary, ks, labels):
           f"{pct(max((acc[(k, l)] for l in others), key=lambda m: m[0]))}" for k in ks)
       + ". MV-DHEL is above every baseline beyond the seed spread at K = "
       + (", ".join(map(str, best_acc)) if best_acc else "none") + ".",
+      "MV-DHEL kNN by K: " + ", ".join(f"K={k}: {pct(knn[(k, 'mv_dhel')])}" for k in ks)
+      + f"; K={ks[0]} → K={ks[-1]}: {100 * (knn[(ks[-1], 'mv_dhel')][0] - knn[(ks[0], 'mv_dhel')][0]):+.2f} points"
+      + (_study.spread_note(knn[(ks[-1], 'mv_dhel')], knn[(ks[0], 'mv_dhel')])
+         or " (beyond the seed spread)")
+      + "; above every baseline beyond the seed spread at K = "
+      + (", ".join(str(k) for k in ks if all(beats(knn, k, l) for l in others)) or "none") + ".",
       "Effective rank of the test features at K ≥ 4: " + ("; ".join(
           f"K={k}: " + ", ".join(f"{l} {rank[(k, l)][0]:.1f} ± {rank[(k, l)][1]:.1f}"
                                  for l in labels) for k in big) or "not run") + ".",
