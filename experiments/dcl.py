@@ -1,11 +1,14 @@
-"""Study `dcl`: NT-Xent vs DCL vs DCLW over batch sizes on digits (methods.md section 1).
+"""Study `dcl`: NT-Xent vs DCL vs DCLW over batch sizes on digits, or MNIST-1D with ``--mnist1d``
+(methods.md section 1; results in ``dcl.md`` / ``dcl_mnist1d.md``).
 
 Claim (Yeh et al., arXiv 2110.06848): removing the positive from the denominator helps more
 as the batch shrinks. Equal budget: every loss and batch size trains the same number of steps
 with the same lr, schedule and temperature (one T for all, no per-loss search).
 
-``python -m experiments.dcl [--smoke]``
+``python -m experiments.dcl [--mnist1d] [--smoke]`` (``--smoke`` always runs digits: the plumbing)
 """
+import sys
+
 from experiments import _study
 
 LOSSES = ("nt_xent", "dcl", "dclw")
@@ -13,8 +16,13 @@ T = 0.1          # lightly's DCL default; used for all three losses
 STEPS = 100
 
 
-def settings(smoke):
-  from configs.dcl_digits import get_config
+PROXIES = {"digits": ("configs.dcl_digits", "sklearn digits (1,437 train / 360 test), MLP encoder"),
+           "mnist1d": ("configs.dcl_mnist1d", "MNIST-1D (4,000 train / 1,000 test), 1-D CNN encoder")}
+
+
+def settings(smoke, proxy="digits"):
+  import importlib
+  get_config = importlib.import_module(PROXIES["digits" if smoke else proxy][0]).get_config
   batches = (16,) if smoke else (16, 32, 64, 128, 256)
   losses = ("nt_xent", "dcl") if smoke else LOSSES
   out = []
@@ -50,7 +58,13 @@ def verdict(summary, batches):
 
 
 def main(argv=None):
-  args, grid, seeds, rows, summary, info = _study.start("dcl", settings, argv)
+  argv = list(sys.argv[1:] if argv is None else argv)
+  proxy = "mnist1d" if "--mnist1d" in argv else "digits"
+  argv = [a for a in argv if a != "--mnist1d"]
+  name = "dcl" + ("_mnist1d" if proxy == "mnist1d" else "")
+  args, grid, seeds, rows, summary, info = _study.start(
+      name, lambda smoke: settings(smoke, proxy), argv)
+  shown = "digits" if args.smoke else proxy
   batches = sorted({s["batch"] for s, _ in grid})
   losses = [n for n in LOSSES if any(s["loss"] == n for s, _ in grid)]
   plt = _study.pyplot()
@@ -64,15 +78,16 @@ def main(argv=None):
     ax.set_xlabel("batch size")
     ax.set_ylabel(f"{m.replace('_', ' ')} test accuracy (%)")
     ax.legend()
-  fig.suptitle(f"digits, MLP, {grid[0][1].num_steps} steps, T={T}, {len(seeds)} seeds")
-  setup = (f"sklearn digits (1,437 train / 360 test), MLP encoder + 2-layer head, AdamW lr "
+  fig.suptitle(f"{PROXIES[shown][1]}, {grid[0][1].num_steps} steps, T={T}, {len(seeds)} seeds")
+  setup = (f"{PROXIES[shown][1]} + 2-layer head, AdamW lr "
            f"{grid[0][1].optim.lr}, {grid[0][1].num_steps} steps for every batch size (equal "
            f"*steps*, so equal optimiser schedule and wall-clock per run; the paper sweeps at "
            f"equal epochs, so small batches here see fewer examples), T = {T} for all losses, "
            f"DCLW sigma = 0.5. Linear probe (one l2 = 1e-4 for all) and kNN (k = 20) on the "
            f"frozen encoder; mean ± std over seeds {list(seeds)}.")
-  _study.write("dcl", args.out, title="DCL vs NT-Xent over batch size (digits proxy)",
-               command=_study.command("dcl", args.smoke), setup_text=setup, summary=summary,
+  _study.write(name, args.out, title=f"DCL vs NT-Xent over batch size ({shown} proxy)",
+               command=_study.command("dcl", args.smoke)
+               + (" --mnist1d" if proxy == "mnist1d" else ""), setup_text=setup, summary=summary,
                rows=rows, figure=fig, info=info, verdict=verdict(summary, batches),
                table_md=_study.table(summary, ("batch", "loss"), ("linear_probe", "knn")))
 
