@@ -61,9 +61,9 @@ def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   proxy = "mnist1d" if "--mnist1d" in argv else "digits"
   argv = [a for a in argv if a != "--mnist1d"]
-  name = "dcl" + ("_mnist1d" if proxy == "mnist1d" else "")
+  study = "dcl" + ("_mnist1d" if proxy == "mnist1d" else "")
   args, grid, seeds, rows, summary, info = _study.start(
-      name, lambda smoke: settings(smoke, proxy), argv)
+      study, lambda smoke: settings(smoke, proxy), argv)
   shown = "digits" if args.smoke else proxy
   batches = sorted({s["batch"] for s, _ in grid})
   losses = [n for n in LOSSES if any(s["loss"] == n for s, _ in grid)]
@@ -85,7 +85,7 @@ def main(argv=None):
            f"equal epochs, so small batches here see fewer examples), T = {T} for all losses, "
            f"DCLW sigma = 0.5. Linear probe (one l2 = 1e-4 for all) and kNN (k = 20) on the "
            f"frozen encoder; mean ± std over seeds {list(seeds)}.")
-  _study.write(name, args.out, title=f"DCL vs NT-Xent over batch size ({shown} proxy)",
+  _study.write(study, args.out, title=f"DCL vs NT-Xent over batch size ({shown} proxy)",
                command=_study.command("dcl", args.smoke)
                + (" --mnist1d" if proxy == "mnist1d" else ""), setup_text=setup, summary=summary,
                rows=rows, figure=fig, info=info, verdict=verdict(summary, batches),
