@@ -55,10 +55,21 @@ def masked_logsumexp(s, mask, axis=-1):
   s_masked = jnp.where(mask, s, -jnp.inf)
   m = jnp.max(s_masked, axis=axis, keepdims=True)
   m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
-  total = jnp.sum(jnp.where(mask, jnp.exp(s - m), 0.0), axis=axis)
+  # exp of the masked logits only: an excluded entry far above the row's max (a small
+  # temperature) would overflow to inf and turn the gradient of the where into 0 * inf = NaN.
+  d = s_masked - m
+  # d <= 0 and the sum >= 1 (the max's own term) in exact arithmetic; XLA:CPU may contract
+  # the logits' scale multiply with this subtraction into an FMA in one fusion but not in the
+  # max's, so d is off by up to an ulp of the logits: hundreds at 1e9-sized logits
+  # (normalize=False), which made exp overflow or every term underflow. Both clamps act on
+  # the value only (straight-through), so gradients are unchanged.
+  d = d - jax.lax.stop_gradient(jnp.maximum(d, 0.0))
+  total = jnp.sum(jnp.exp(d), axis=axis)
+  nonempty = jnp.any(mask, axis=axis)
+  total = total + jax.lax.stop_gradient(jnp.where(nonempty, jnp.maximum(1.0 - total, 0.0), 0.0))
   m = jnp.squeeze(m, axis)
-  safe = jnp.where(total > 0, total, 1.0)
-  return jnp.where(total > 0, jnp.log(safe) + m, -jnp.inf)
+  safe = jnp.where(nonempty, total, 1.0)
+  return jnp.where(nonempty, jnp.log(safe) + m, -jnp.inf)
 
 
 def _expand(tags: Tags, where: int) -> Tags:
