@@ -13,6 +13,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAXCL_DATA_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                      ".pytest_data"))
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
+# A persistent XLA compilation cache private to this test process (each xdist worker has its
+# own, removed at exit): many tests compile the same train step / evaluation programs (the
+# study smokes, the trainer tests), which are then compiled once per worker.
+_XLA_CACHE = tempfile.mkdtemp(prefix="jaxcl_test_xla_")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -173,12 +173,15 @@ def run_grid(settings, seeds, log=print):
     for seed in seeds:
       c = quiet(config.copy_and_resolve_references())
       c.seed = seed
-      t0 = time.time()
+      t0, cpu0 = time.time(), _cpu_seconds()
       with tempfile.TemporaryDirectory() as workdir:
         final = train(c, workdir)["final"]
         logged = logger.read_metrics(workdir)
       (res,) = final.values()
+      # CPU seconds of this process (all its threads): unlike the wall time, roughly the same
+      # whether or not other jobs share the machine; wall ~ cpu / cores on an idle machine.
       row = {"setting": label, "seed": seed, "wall_s": round(time.time() - t0, 2),
+             "cpu_s": round(_cpu_seconds() - cpu0, 2),
              **{k: res[k] for k in METRICS if k in res}}
       # The last logged training metrics (loss, objective health), as "train/<name>".
       row.update({f"train/{k}": v for k, v in (logged[-1] if logged else {}).items()
@@ -187,6 +190,12 @@ def run_grid(settings, seeds, log=print):
       from jaxcl.eval.evaluate import summary_line
       log(f"  {label} seed {seed}: {summary_line(row)}  ({row['wall_s']:.1f} s)")
   return rows
+
+
+def _cpu_seconds():
+  import resource
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
 
 
 def summarize(rows, metrics=METRICS):

@@ -1,20 +1,20 @@
-"""Study `beclr`: OpTA on few-shot episodes of held-out digit classes (methods.md section 24).
+"""Study `beclr`: BECLR pretraining (with and without DyCE) and OpTA on few-shot episodes of
+held-out digit classes (methods.md section 24).
 
-Claim (BECLR, Poulakakis-Daktylidis & Jamali-Rad, arXiv 2402.02444): aligning the support
+Claims (BECLR, Poulakakis-Daktylidis & Jamali-Rad, arXiv 2402.02444): (1) aligning the support
 prototypes to the episode's queries by optimal transport (OpTA) corrects the sample bias of
-the prototypes: a clear gain at 1-shot, a smaller one at 5-shot.
+the prototypes: a clear gain at 1-shot, a smaller one at 5-shot; (2) DyCE's batch enhancement
+improves the pretrained features (methods.md expects a small effect on a proxy).
 
-Proxy (``configs/beclr_digits.py``): SimCLR (the shared trainer's step) on digits classes
-0-4 only, then ``FEWSHOT["num_episodes"]`` 5-way 1-shot and 5-shot episodes (15 queries per
-class) on classes 5-9 (train + test images, never seen in pretraining). Every classifier sees
-the *same* episodes (one key per seed and shot count): nearest prototype without OpTA and with
-1, 2 and 5 OpTA passes, and logistic regression on the support without / with OpTA (the
-reference evaluation's pass count: 5 at 1-shot, 2 at 5-shot). Raw pixels are a second
-representation. Mean ± std over 3 pretraining seeds; each run also reports the 95% CI over
-its episodes.
-
-BECLR's DyCE memory and its pretraining loss are in :mod:`jaxcl.beclr` but not wired into the
-trainer (no EMA teacher + predictor there yet), so this study measures OpTA only.
+Proxy (``configs/beclr_digits.py``): three encoders pretrained through the shared trainer on
+digits classes 0-4 only (``config.data.classes``) with the same encoder, head, optimiser,
+steps and batch: SimCLR (NT-Xent), BECLR without DyCE, BECLR with DyCE (the recipe). Then
+``FEWSHOT["num_episodes"]`` 5-way 1-shot and 5-shot episodes (15 queries per class) on classes
+5-9 (train + test images, never seen in pretraining). Every classifier sees the *same*
+episodes (one key per seed and shot count): nearest prototype without OpTA and with 1, 2 and 5
+OpTA passes, and logistic regression on the support without / with OpTA (the reference
+evaluation's pass count: 5 at 1-shot, 2 at 5-shot). Raw pixels are a fourth representation.
+Mean ± std over 3 pretraining seeds; each run also reports the 95% CI over its episodes.
 
 ``python -m experiments.beclr [--smoke] [--replot]``
 """
@@ -29,6 +29,19 @@ from experiments import _study
 
 NAME = "beclr"
 METRICS = ("accuracy", "ci95")
+# The pretrained representations (encoder_config: how each differs from the recipe).
+ENCODERS = ("SimCLR encoder", "BECLR encoder", "BECLR + DyCE encoder")
+
+
+def encoder_config(recipe, name):
+  """The recipe's config for one of ``ENCODERS``: everything but the objective shared."""
+  c = recipe.get_config()
+  if name == "SimCLR encoder":
+    c.loss.name, c.loss.kwargs = "nt_xent", {"temperature": 0.2}
+    c.momentum.ema, c.momentum.cosine, c.momentum.teacher_views = 0.0, False, "key"
+  elif name == "BECLR encoder":
+    c.loss.kwargs = {k: v for k, v in c.loss.kwargs.items() if not k.startswith("dyce_")}
+  return c
 
 
 def _batches(x, batch_size, seed):
@@ -43,7 +56,7 @@ def _batches(x, batch_size, seed):
 
 def pretrain(config, x, y):
   """Trains ``config`` on the rows ``x`` with the shared trainer's sharded step. Returns
-  ``encode(x) -> features`` of the trained encoder."""
+  ``(encode(x) -> features of the trained encoder, final loss)``."""
   from jaxcl.eval.evaluate import encode
   from jaxcl.train import setup
   from jaxcl.train.sharding import global_batch
@@ -78,21 +91,29 @@ def run(smoke, log=_study.log):
   episodes = 20 if smoke else fs["num_episodes"]
   seeds = (0,) if smoke else (0, 1, 2)
   train, test = data.load_arrays("digits", "train"), data.load_arrays("digits", "test")
-  pre = np.isin(train["y"], recipe.PRETRAIN_CLASSES)
+  pre = data.subset_arrays(train, recipe.get_config().data.classes)
   held_x = np.concatenate([train["x"][np.isin(train["y"], recipe.HELD_OUT_CLASSES)],
                            test["x"][np.isin(test["y"], recipe.HELD_OUT_CLASSES)]])
   held_y = np.concatenate([train["y"][np.isin(train["y"], recipe.HELD_OUT_CLASSES)],
                            test["y"][np.isin(test["y"], recipe.HELD_OUT_CLASSES)]])
   rows = []
+  encoders = ENCODERS[::2] if smoke else ENCODERS
   for seed in seeds:
-    c = recipe.get_config()
-    c.seed = seed
-    if smoke:
-      c.num_steps, c.optim.warmup_steps, c.batch_size = 3, 1, 64
-    t0 = time.time()
-    encode, loss = pretrain(c, np.asarray(train["x"][pre]), np.asarray(train["y"][pre]))
-    t_pre = time.time() - t0
-    reps = {"SimCLR encoder": encode(held_x)}
+    reps, t0 = {}, time.time()
+    for name in encoders:
+      c = encoder_config(recipe, name)
+      c.seed = seed
+      if smoke:
+        c.num_steps, c.optim.warmup_steps, c.batch_size = 3, 1, 64
+        if "dyce_start_steps" in c.loss.kwargs:
+          c.loss.kwargs.dyce_start_steps = 1
+      t1 = time.time()
+      encode, loss = pretrain(c, np.asarray(pre["x"]), np.asarray(pre["y"]))
+      reps[name] = encode(held_x)
+      rows.append({"setting": {"features": "pretraining", "encoder": name}, "seed": seed,
+                   "final_loss": loss, "pretrain_s": round(time.time() - t1, 1),
+                   "num_steps": c.num_steps, "batch_size": c.batch_size})
+      log(f"  seed {seed} {name}: pretrained, final loss {loss:.4f}")
     if not smoke:
       reps["raw pixels"] = held_x.reshape(len(held_x), -1)
     for k in shots:
@@ -112,14 +133,12 @@ def run(smoke, log=_study.log):
                        "seed": seed, "accuracy": mean, "ci95": ci, "episodes": episodes})
           log(f"  seed {seed} {rep} {k}-shot {clf} OpTA x{p}: {100 * mean:.2f} "
               f"± {100 * ci:.2f}%")
-    rows.append({"setting": {"features": "pretraining"}, "seed": seed,
-                 "final_loss": loss, "pretrain_s": round(t_pre, 1),
-                 "num_steps": c.num_steps, "batch_size": c.batch_size,
+    rows.append({"setting": {"features": "seed"}, "seed": seed,
                  "wall_s": round(time.time() - t0, 1)})
   return rows
 
 
-def gains(rows, shots, classifier, passes, features="SimCLR encoder"):
+def gains(rows, shots, classifier, passes, features="BECLR + DyCE encoder"):
   """Per-seed accuracy gain of ``passes`` OpTA passes over none (same episodes)."""
   acc = {}
   for r in rows:
@@ -139,38 +158,85 @@ def clear(g):
   return len(g) > 0 and bool(np.all(g > 0)) and g.mean() > g.std()
 
 
+def direction(g):
+  return "clear gain" if clear(g) else "clear loss" if clear(-g) else "inside the seed spread"
+
+
+def paired(rows, a, b, shots, classifier="prototype", passes=0):
+  """Per-seed accuracy of representation ``a`` minus ``b`` (same episodes in each seed)."""
+  acc = {}
+  for r in rows:
+    s = r["setting"]
+    if (s.get("shots"), s.get("classifier"), s.get("opta_passes")) == (shots, classifier, passes):
+      acc[(s["features"], r["seed"])] = r["accuracy"]
+  seeds = sorted({sd for (_, sd) in acc})
+  return np.array([acc[(a, sd)] - acc[(b, sd)] for sd in seeds
+                   if (a, sd) in acc and (b, sd) in acc])
+
+
 def verdict(rows, shot_list):
+  encoders = [e for e in ENCODERS if any(r["setting"].get("features") == e for r in rows)]
   lines = []
-  for clf in ("prototype", "logistic"):
-    for k in shot_list:
-      for p in sorted({r["setting"]["opta_passes"] for r in rows
-                       if r["setting"].get("classifier") == clf
-                       and r["setting"].get("shots") == k} - {0}):
-        g = gains(rows, k, clf, p)
-        lines.append(f"{clf}, {k}-shot, OpTA x{p} − no OpTA: {_stat(g)}"
-                     f"{'' if clear(g) else ' (**not a clear gain**)'}")
+  for rep in encoders + ["raw pixels"]:
+    for clf in ("prototype", "logistic"):
+      for k in shot_list:
+        for p in sorted({r["setting"]["opta_passes"] for r in rows
+                         if r["setting"].get("classifier") == clf
+                         and r["setting"].get("shots") == k} - {0}):
+          g = gains(rows, k, clf, p, features=rep)
+          if len(g):
+            lines.append(f"{rep}, {clf}, {k}-shot, OpTA x{p} − no OpTA: {_stat(g)}"
+                         f"{'' if clear(g) else ' (**not a clear gain**)'}")
   if len(shot_list) < 2:
     return "Smoke run (one shot count): no verdict.\n\n" + "\n".join(f"- {l}" for l in lines)
-  g1, g5 = gains(rows, 1, "prototype", 1), gains(rows, 5, "prototype", 1)
+  method = encoders[-1]
+  g1, g5 = gains(rows, 1, "prototype", 1, method), gains(rows, 5, "prototype", 1, method)
   ok = clear(g1) and g5.mean() < g1.mean()
-  head = (f"The proxy **reproduces** the claim for the SimCLR encoder with nearest prototypes: "
-          f"one OpTA pass gains {_stat(g1)} at 1-shot (every seed) and less, {_stat(g5)}, at "
-          f"5-shot." if ok else
-          f"The proxy **does not reproduce** the claim (clear 1-shot gain, smaller 5-shot gain) "
-          f"for the SimCLR encoder with nearest prototypes and one OpTA pass: 1-shot "
+  head = (f"**OpTA: the proxy reproduces** the claim for the {method} with nearest prototypes: "
+          f"one OpTA pass gains {_stat(g1)} at 1-shot (every seed) and less at 5-shot "
+          f"({_stat(g5)}, {direction(g5)})." if ok else
+          f"**OpTA: the proxy does not reproduce** the claim (clear 1-shot gain, smaller 5-shot "
+          f"gain) for the {method} with nearest prototypes and one OpTA pass: 1-shot "
           f"{_stat(g1)}, 5-shot {_stat(g5)}.")
-  raw1, raw5 = (gains(rows, k, "prototype", 1, features="raw pixels") for k in (1, 5))
-  if len(raw1):
-    enc = {k: _acc(rows, "SimCLR encoder", k) for k in (1, 5)}
-    raw = {k: _acc(rows, "raw pixels", k) for k in (1, 5)}
-    head += (f" Raw pixels show the same pattern (one pass: {_stat(raw1)} at 1-shot, "
-             f"{_stat(raw5)} at 5-shot), so the effect belongs to OpTA, not to the encoder; "
-             f"the proxy's SimCLR encoder is itself about as good as raw pixels on the held-out "
-             f"classes without OpTA ({100 * enc[1]:.1f}% vs {100 * raw[1]:.1f}% at 1-shot, "
-             f"{100 * enc[5]:.1f}% vs {100 * raw[5]:.1f}% at 5-shot, mean over seeds).")
-  return (head + " Rule: a gain is clear when every seed's paired gain (same episodes) is "
-          "positive and the mean exceeds the std over seeds.\n\n"
-          + "\n".join(f"- {l}" for l in lines))
+  others = [e for e in encoders[:-1] + ["raw pixels"]
+            if clear(gains(rows, 1, "prototype", 1, e))]
+  if others:
+    head += (f" The same clear 1-shot gain appears for {', '.join(others)}, so it belongs to "
+             f"OpTA, not to the pretraining.")
+  cmp_lines, verdicts = [], {}
+  pairs = [(method, "BECLR encoder"), ("BECLR encoder", "SimCLR encoder"),
+           (method, "SimCLR encoder")]
+  for a, b in pairs:
+    if a == b or a not in encoders or b not in encoders:
+      continue
+    for k in shot_list:
+      for p in (0, 1):
+        g = paired(rows, a, b, k, passes=p)
+        word = direction(g)
+        verdicts.setdefault((a, b), []).append(word)
+        cmp_lines.append(f"{a} − {b}, prototype, {k}-shot, "
+                         f"{'no OpTA' if p == 0 else 'OpTA x1'}: {_stat(g)} ({word})")
+  count = lambda words, w: sum(x == w for x in words)
+  for (a, b), words in verdicts.items():
+    n = len(words)
+    what = ("DyCE" if (a, b) == pairs[0] else f"{a.replace(' encoder', '')} vs "
+            f"{b.replace(' encoder', '')}")
+    gain, loss = count(words, "clear gain"), count(words, "clear loss")
+    if (a, b) == pairs[0]:
+      head += (" **DyCE: the proxy reproduces** a gain of batch enhancement (BECLR + DyCE over "
+               "BECLR without it) in every compared setting." if gain == n else
+               f" **DyCE: the proxy does not reproduce** a gain of batch enhancement: BECLR + "
+               f"DyCE − BECLR without it is a clear gain in {gain}, a clear loss in {loss} and "
+               f"inside the seed spread in {n - gain - loss} of {n} settings (nearest "
+               f"prototype, 1/5-shot, without / with one OpTA pass).")
+    else:
+      head += (f" {what}: clear gain in {gain}, clear loss in {loss}, inside the spread in "
+               f"{n - gain - loss} of {n}.")
+  head += (" All three objectives use the recipe's optimiser, steps and batch with no "
+           "per-objective search (BECLR's T, lambda and EMA at the paper's / recipe's values).")
+  return (head + " Rule: a gain (loss) is clear when every seed's paired difference (same "
+          "episodes) is positive (negative) and its mean exceeds the std over seeds.\n\n"
+          + "\n".join(f"- {l}" for l in cmp_lines + lines))
 
 
 def _acc(rows, features, shots):
@@ -200,7 +266,7 @@ def figure(summary, shot_list):
   plt = _study.pyplot()
   fig, axes = plt.subplots(1, len(shot_list), figsize=(5 * len(shot_list), 3.6), squeeze=False)
   for ax, k in zip(axes[0], shot_list):
-    for rep, marker in (("SimCLR encoder", "o"), ("raw pixels", "s")):
+    for rep, marker in zip(ENCODERS + ("raw pixels",), "o^Ds"):
       pts = [(s["setting"]["opta_passes"], s["accuracy"]) for s in summary
              if s["setting"].get("features") == rep and s["setting"].get("shots") == k
              and s["setting"].get("classifier") == "prototype"]
@@ -235,10 +301,17 @@ def main(argv=None):
   fs = recipe.FEWSHOT
   n_ep = next(r["episodes"] for r in rows if "episodes" in r)
   pre = next(r for r in rows if "num_steps" in r)
-  setup = (f"sklearn digits. Pretraining: SimCLR (NT-Xent T = {c.loss.kwargs.temperature}, MLP "
-           f"encoder + 2-layer head, AdamW lr {c.optim.lr}, batch {pre['batch_size']}, "
-           f"{pre['num_steps']} steps) on the ~718 training images of classes "
-           f"{list(recipe.PRETRAIN_CLASSES)} only. Evaluation: {n_ep} episodes per shot count "
+  kw = dict(c.loss.kwargs)
+  setup = (f"sklearn digits. Pretraining through the shared trainer, MLP encoder + 2-layer "
+           f"head, AdamW lr {c.optim.lr}, batch {pre['batch_size']}, {pre['num_steps']} steps, "
+           f"on the ~718 training images of classes {list(recipe.PRETRAIN_CLASSES)} only "
+           f"(`config.data.classes`), for three objectives: SimCLR (NT-Xent T = 0.2); BECLR "
+           f"(`losses.beclr_loss`, T = {kw['temperature']}, lambda = {kw['neg_weight']}, EMA "
+           f"teacher on both views from {c.momentum.ema} to 1 (cosine), predictor with a "
+           f"D/4 bottleneck); BECLR + DyCE (three memories of {kw['dyce_memory']} rows, "
+           f"{kw['dyce_clusters']} clusters, the {kw['dyce_top_k']} nearest members of the "
+           f"nearest centre appended to every row from step {kw['dyce_start_steps']}, insert "
+           f"before lookup as the reference code). Evaluation: {n_ep} episodes per shot count "
            f"and seed, 5-way, {fs['n_query']} queries per class, on the train + test images of "
            f"classes {list(recipe.HELD_OUT_CLASSES)}; encoder features standardised per sample; "
            f"all classifiers on the same episodes. OpTA: cost ||P_i − z_j||² / max, uniform "
@@ -247,10 +320,9 @@ def main(argv=None):
            f"multinomial LR (sklearn's C = 1) on the support, or on the transported prototypes "
            f"with OpTA (5 passes at 1-shot, 2 at 5-shot, the reference evaluation's counts). "
            f"Accuracy: mean ± std over pretraining seeds of the mean episode accuracy; the CI "
-           f"column is the mean over seeds of each run's episode 95% CI (1.96 σ/√E). Not "
-           f"measured: BECLR's pretraining and DyCE (in `jaxcl.beclr`, not wired into the "
-           f"trainer).")
-  _study.write(NAME, args.out, title="BECLR's OpTA on few-shot episodes (digits proxy)",
+           f"column is the mean over seeds of each run's episode 95% CI (1.96 σ/√E).")
+  _study.write(NAME, args.out,
+               title="BECLR pretraining, DyCE and OpTA on few-shot episodes (digits proxy)",
                command=_study.command(NAME, args.smoke), setup_text=setup, summary=summary,
                rows=rows, table_md=table(summary), verdict=verdict(rows, shot_list),
                figure=figure(summary, shot_list), info=info)

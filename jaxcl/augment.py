@@ -15,7 +15,9 @@ views. Everything is ``jit``-able and meant to run inside the jitted train step.
   2002.05709, App. A): random resized crop (area ``U[scale]``, log-uniform aspect ratio,
   bilinear resize back to ``H x W``), horizontal flip, colour jitter with probability ``p``
   (brightness, contrast, and for ``C = 3`` saturation and hue), random grayscale
-  (``C = 3``), Gaussian blur with random ``sigma``; values clipped to ``[0, 1]``.
+  (``C = 3``), Gaussian blur with random ``sigma``; optionally (off by default) an integer
+  shift, random erasing and Gaussian noise (the cheap digit views of methods.md section 7);
+  values clipped to ``[0, 1]``.
 * ``"tabular"`` (``x[B, F]``, standardised): Gaussian feature noise and feature dropout
   (a dropped feature is set to ``mask_value``, the train mean ``0`` after standardisation).
 
@@ -58,6 +60,10 @@ IMAGE_DEFAULTS = dict(
     crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5,
     jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
     gray_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0),
+    # Off by default (and then drawn from nothing, so the views above are unchanged): integer
+    # translation by up to ``shift`` pixels (edges clamped), random erasing of a square of
+    # ``erase_scale`` of the area (set to 0) with probability ``erase_prob``, Gaussian noise.
+    shift=0, erase_prob=0.0, erase_scale=(0.02, 0.2), noise_std=0.0,
 )
 TABULAR_DEFAULTS = dict(noise_std=0.1, drop_prob=0.2, mask_value=0.0)
 _DEFAULTS = {"signal1d": SIGNAL1D_DEFAULTS, "image": IMAGE_DEFAULTS,
@@ -206,7 +212,8 @@ def _gaussian_blur(img, sigma, radius):
 
 
 def _image_view(key, x, *, crop_scale, crop_ratio, flip_prob, jitter_prob, brightness,
-                contrast, saturation, hue, gray_prob, blur_prob, blur_sigma, out_size=None):
+                contrast, saturation, hue, gray_prob, blur_prob, blur_sigma, shift=0,
+                erase_prob=0.0, erase_scale=(0.02, 0.2), noise_std=0.0, out_size=None):
   h, w = x.shape[:2]
   oh, ow = out_size or (h, w)
   u = jax.random.uniform(key, (13,))
@@ -223,6 +230,21 @@ def _image_view(key, x, *, crop_scale, crop_ratio, flip_prob, jitter_prob, brigh
   radius = int(0.05 * max(oh, ow))  # SimCLR: kernel ~10% of the side
   img = jnp.where(_coin(u[11], blur_prob),
                   _gaussian_blur(img, _lerp(u[12], blur_sigma), radius), img)
+  if shift or erase_prob or noise_std:  # a separate key: the draws above stay as they were
+    ke, kn = jax.random.split(jax.random.fold_in(key, 1))
+    e = jax.random.uniform(ke, (6,))
+    if shift:
+      dy, dx = (jnp.floor(e[i] * (2 * shift + 1)) - shift for i in (0, 1))
+      img = crop_and_resize(img, dy, dx, oh, ow, oh, ow)  # integer offsets: an exact shift
+    if erase_prob:
+      side = jnp.sqrt(_lerp(e[2], erase_scale) * oh * ow)
+      top, left = e[3] * (oh - jnp.minimum(side, oh)), e[4] * (ow - jnp.minimum(side, ow))
+      rows = (jnp.arange(oh) + 0.5)[:, None, None]
+      cols = (jnp.arange(ow) + 0.5)[None, :, None]
+      box = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+      img = jnp.where(_coin(e[5], erase_prob) & box, 0.0, img)
+    if noise_std:
+      img = img + noise_std * jax.random.normal(kn, img.shape)
   return jnp.clip(img, 0.0, 1.0).astype(x.dtype)
 
 

@@ -11,6 +11,8 @@ STUDIES = {
     "mv_dhel": (("K", "loss"), 2),
     "loss_behaviour": (("loss", "T", "quantile"), 2),
     "swav": (("loss", "crops", "batch", "queue"), 2),
+    "hydra": (("method", "loss", "partners"), 2),
+    "supcon": (("method", "lr"), 2),
 }
 
 
@@ -38,7 +40,8 @@ def test_study_smoke(study, tmp_path):
 
 @pytest.mark.parametrize("name", ["dcl_digits", "mv_dhel_digits", "loss_behaviour_digits",
                                   "mv_dhel_mnist1d", "loss_behaviour_mnist1d",
-                                  "supremix_diabetes", "dcl_mnist1d"])
+                                  "supremix_diabetes", "dcl_mnist1d", "supcon_mnist1d",
+                                  "hydra_digits"])
 def test_method_recipes_validate(name):
   from jaxcl.train.config import make_objective, validate
   c = importlib.import_module(f"configs.{name}").get_config()

@@ -7,8 +7,9 @@ Public API:
 * ``info(name) -> DatasetInfo`` (``name, kind, shape, num_classes, splits, embedded``).
 * ``load_arrays(name, split, *, data_dir=None) -> {"x": float32 [N, *shape], "y": [N]}``.
 * ``make_loader(name, split, *, global_batch_size, seed, shuffle=True, num_epochs=None,
-  drop_remainder=True, data_dir=None, worker_count=0, shard_options=None, in_memory=False)``
-  -> ``grain.DataLoaderIterator`` of per-process batches; ``get_state()`` is JSON ``bytes``.
+  drop_remainder=True, data_dir=None, worker_count=0, shard_options=None, in_memory=False,
+  classes=())`` -> ``grain.DataLoaderIterator`` of per-process batches; ``get_state()`` is JSON
+  ``bytes``; ``classes`` keeps only those labels (``subset_arrays`` does the same for arrays).
 * ``data_source(name, split, *, data_dir=None)``: the ``tfds.data_source`` behind both.
 * ``prepare(name, data_dir=None)``: write an embedded dataset's ``array_record`` files.
 
@@ -22,7 +23,7 @@ Example:
   ((8, 8, 1), (360, 8, 8, 1))
 """
 from jaxcl.data.catalog import DATASETS, EMBEDDED, DatasetInfo, info
-from jaxcl.data.loader import data_source, load_arrays, make_loader
+from jaxcl.data.loader import data_source, load_arrays, make_loader, subset_arrays
 
 
 def prepare(name, data_dir=None):
@@ -32,4 +33,4 @@ def prepare(name, data_dir=None):
 
 
 __all__ = ["DATASETS", "EMBEDDED", "DatasetInfo", "info", "load_arrays", "make_loader",
-           "data_source", "prepare"]
+           "data_source", "prepare", "subset_arrays"]

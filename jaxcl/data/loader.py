@@ -130,9 +130,47 @@ class _ArraySource:
     return self._desc
 
 
+class _Subset:
+  """grain ``RandomAccessDataSource``: the records ``indices`` of ``source``, in that order."""
+
+  def __init__(self, source, indices, desc):
+    self._source, self._indices, self._desc = source, np.asarray(indices, np.int64), desc
+
+  def __len__(self):
+    return len(self._indices)
+
+  def __getitem__(self, i):
+    return self._source[int(self._indices[i])]
+
+  def __repr__(self):
+    return self._desc
+
+
+def class_indices(labels, classes, *, where="classes"):
+  """Positions of the rows whose label is in ``classes`` (stored order); ``ValueError`` naming
+  ``where`` when a class is unknown or no row is left."""
+  labels = np.asarray(labels)
+  classes = tuple(int(k) for k in classes)
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"{where}: a class subset needs class labels, the dataset is a regression")
+  present = set(np.unique(labels).tolist())
+  unknown = [k for k in classes if k not in present]
+  if unknown:
+    raise ValueError(f"{where}: classes {unknown} do not occur (labels: {sorted(present)})")
+  return np.flatnonzero(np.isin(labels, classes))
+
+
+def subset_arrays(arrays, classes, *, where="classes"):
+  """``{k: v[rows]}`` of the rows whose ``"y"`` is in ``classes`` (all rows if empty)."""
+  if not classes:
+    return arrays
+  idx = class_indices(arrays["y"], classes, where=where)
+  return {k: v[idx] for k, v in arrays.items()}
+
+
 def make_loader(name: str, split: str, *, global_batch_size: int, seed: int, shuffle=True,
                 num_epochs=None, drop_remainder=True, data_dir=None, worker_count=0,
-                shard_options=None, in_memory=False):
+                shard_options=None, in_memory=False, classes=()):
   """A resumable grain iterator of per-process batches ``{"x", "y"}`` of ``name/split``.
 
   Args:
@@ -148,6 +186,9 @@ def make_loader(name: str, split: str, *, global_batch_size: int, seed: int, shu
     in_memory: serve from ``load_arrays`` (read once through ``tfds.data_source``) instead of
       decoding each record from ``array_record`` on every step; the same order, batches and
       state semantics, about ten times faster for the small embedded datasets.
+    classes: keep only the records of these class labels (e.g. few-shot pretraining on the
+      base classes); empty = all. The order and the state format are unchanged, over the
+      subset.
 
   Returns:
     A ``grain.DataLoaderIterator`` with ``get_state() -> bytes`` / ``set_state(bytes)``
@@ -160,13 +201,21 @@ def make_loader(name: str, split: str, *, global_batch_size: int, seed: int, shu
     raise ValueError(
         f"make_loader: 'global_batch_size' ({global_batch_size}) must be a positive multiple "
         f"of the number of processes ({shard_options.shard_count})")
+  desc = repr(data_source(name, split, data_dir=data_dir))
+  if classes:
+    desc += f" classes={sorted(int(k) for k in classes)}"
   if in_memory:
-    source = _ArraySource(load_arrays(name, split, data_dir=data_dir),
-                          repr(data_source(name, split, data_dir=data_dir)))
+    arrays = subset_arrays(load_arrays(name, split, data_dir=data_dir), classes,
+                           where="make_loader: 'classes'")
+    source = _ArraySource(arrays, desc)
     ops = [grain.transforms.Batch(global_batch_size // shard_options.shard_count,
                                   drop_remainder=drop_remainder)]
   else:
     source = data_source(name, split, data_dir=data_dir)
+    if classes:
+      labels = load_arrays(name, split, data_dir=data_dir)["y"]
+      source = _Subset(source, class_indices(labels, classes, where="make_loader: 'classes'"),
+                       desc)
     ops = [_ToXY(name), grain.transforms.Batch(global_batch_size // shard_options.shard_count,
                                                drop_remainder=drop_remainder)]
   sampler = grain.samplers.IndexSampler(

@@ -10,6 +10,9 @@ Conventions shared by every function here:
     published loss;
   * ``impl=`` selects the similarity kernel (``"dense"``, ``"blockwise"``, ``"ring"``, ``"auto"``).
 """
+from jaxcl.losses.beclr import beclr_loss
+from jaxcl.losses.crossentropy import softmax_cross_entropy
+from jaxcl.losses.hydra import hydra, hydra_gates, hydra_partners, init_hydra_gates
 from jaxcl.losses.infonce import clip_loss, info_nce
 from jaxcl.losses.mochi import mochi_loss
 from jaxcl.losses.multiview import mv_average, mv_dhel, mv_info_nce
@@ -26,4 +29,6 @@ __all__ = ["info_nce", "clip_loss", "nt_xent", "dcl", "dclw", "siglip_loss", "su
            "mv_info_nce", "mv_dhel", "mv_average", "symile"]
 __all__ += ["swav_loss", "prototype_scores", "normalize_prototypes", "freeze_prototypes_until",
             "mochi_loss", "truncated_info_nce"]
-__all__ += ["supremix"]
+__all__ += ["supremix", "beclr_loss"]
+__all__ += ["softmax_cross_entropy"]
+__all__ += ["hydra", "hydra_partners", "hydra_gates", "init_hydra_gates"]

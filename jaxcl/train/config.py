@@ -45,6 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.eval_split = "test"
   c.data.worker_count = 0
   c.data.in_memory = True     # embedded datasets: read once, serve from memory (same order)
+  c.data.classes = ()         # train and evaluate on these class labels only; () = all
 
   c.augment = ml_collections.ConfigDict()
   c.augment.kind = ""         # "" = the dataset's kind (signal1d, image, tabular)
@@ -70,6 +71,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.momentum = ml_collections.ConfigDict()  # MoCo teacher (jaxcl/train/momentum.py)
   c.momentum.ema = 0.0        # EMA decay m of the key encoder of view 1; 0 = off
   c.momentum.cosine = False   # m follows BYOL's cosine schedule from momentum.ema to 1
+  c.momentum.teacher_views = "key"  # "key": the teacher encodes view 1 only (MoCo); "all":
+                                    # every view by both networks (BYOL / BECLR)
 
   c.queue = ml_collections.ConfigDict()  # MoCo queue (jaxcl/queue.py)
   c.queue.size = 0            # past global-batch keys as shared negatives; 0 = off
@@ -185,6 +188,18 @@ def check_momentum(config):
     raise ConfigError(f"config.momentum.ema must be in [0, 1) (0 = off), got "
                       f"{config.momentum.ema}")
   size, name = config.queue.size, config.loss.name
+  if config.momentum.teacher_views not in ("key", "all"):
+    raise ConfigError(f"config.momentum.teacher_views must be 'key' or 'all', got "
+                      f"{config.momentum.teacher_views!r}")
+  need = objectives.TEACHER_VIEWS.get(name)
+  if need and (config.momentum.ema <= 0 or config.momentum.teacher_views != need):
+    raise ConfigError(f"config.loss.name={name!r} needs the momentum teacher on every view: "
+                      f"set config.momentum.ema > 0 (e.g. 0.996) and "
+                      f"config.momentum.teacher_views='{need}'")
+  if config.momentum.teacher_views == "all" and not need:
+    raise ConfigError(f"config.momentum.teacher_views='all': loss {name!r} does not take "
+                      f"teacher embeddings of every view (losses that do: "
+                      f"{', '.join(sorted(objectives.TEACHER_VIEWS))})")
   if size < 0:
     raise ConfigError(f"config.queue.size must be >= 0 (0 = off), got {size}")
   if size and name not in objectives.QUEUE_ARGS:
@@ -196,6 +211,39 @@ def check_momentum(config):
   if size and objectives.QUEUE_ARGS[name] in config.loss.kwargs:
     raise ConfigError(f"config.loss.kwargs.{objectives.QUEUE_ARGS[name]} is the queue's "
                       f"argument (set by config.queue)")
+
+
+def check_classes(config, info):
+  classes = tuple(config.data.classes)
+  if not classes:
+    return
+  if info.is_regression:
+    raise ConfigError(f"config.data.classes={classes}: dataset {info.name!r} has regression "
+                      f"targets, not classes")
+  bad = [k for k in classes if not isinstance(k, int) or not 0 <= k < info.num_classes]
+  if bad or len(set(classes)) != len(classes):
+    raise ConfigError(f"config.data.classes={classes} must be distinct class ids in "
+                      f"[0, {info.num_classes}) of dataset {info.name!r}")
+
+
+# Objective kinds whose learnable parameters embed the class labels (the CE classifier,
+# Hydra's label-embedding gate): config.loss.kwargs.num_classes must cover the dataset's.
+LABEL_EMBEDDING_KINDS = ("classifier", "gated")
+
+
+def check_label_embedding(config, info):
+  """An objective that embeds the class labels needs a classification dataset whose labels
+  ``num_classes`` covers."""
+  from jaxcl.train import objectives
+  if objectives.KINDS.get(config.loss.name) not in LABEL_EMBEDDING_KINDS:
+    return
+  n = config.loss.kwargs.get("num_classes")
+  if info.is_regression:
+    raise ConfigError(f"config.loss.name={config.loss.name!r} needs class labels; dataset "
+                      f"{info.name!r} is a regression task")
+  if isinstance(n, int) and not isinstance(n, bool) and n < info.num_classes:
+    raise ConfigError(f"config.loss.kwargs.num_classes={n} is smaller than the "
+                      f"{info.num_classes} classes of dataset {info.name!r}")
 
 
 def check_batch(config, num_devices, num_processes):
@@ -235,6 +283,8 @@ def validate(config, *, num_devices, num_processes):
   check_momentum(config)
   check_batch(config, num_devices, num_processes)
   info = dataset_info(config)
+  check_label_embedding(config, info)
+  check_classes(config, info)
   for split in (config.data.train_split, config.data.eval_split):
     if info.splits and split not in info.splits:
       raise ConfigError(f"config.data: dataset {info.name!r} has no split {split!r} "

@@ -16,7 +16,18 @@ that function from ``config.loss.name`` and ``config.loss.kwargs`` by the loss's
 * ``prototypes`` (swav_loss): a :class:`ParamObjective` that owns learnable prototypes
   ``C [num_prototypes, D]`` (extra ``config.loss.kwargs``: ``num_prototypes``,
   ``freeze_prototypes_steps``); the first ``config.views.num`` views are SwAV's global
-  (assigned) crops, the rest its local crops (``config.views.num_local``).
+  (assigned) crops, the rest its local crops (``config.views.num_local``);
+* ``beclr`` (beclr_loss): a :class:`ParamObjective` owning the student's predictor and, when
+  ``dyce_memory > 0``, the DyCE memories as objective *state*; it needs the EMA teacher's
+  embeddings of both views (``config.momentum.teacher_views = "all"``, :data:`TEACHER_VIEWS`).
+* ``classifier`` (softmax_cross_entropy): a :class:`ParamObjective` that owns a linear
+  classifier ``W [num_classes, D], b`` on ``z`` (extra ``config.loss.kwargs``: ``num_classes``,
+  required); cross-entropy of every view's logits against the labels, mean over views (the
+  supervised CE baseline, :func:`classifier_objective`).
+* ``gated`` (hydra): a :class:`ParamObjective` that owns Hydra's class-pair gate (label
+  embeddings + gate MLP) and its learnable temperature (extra ``config.loss.kwargs``:
+  ``num_classes``, required, ``partners``, ``gate_embed_dim``, ``gate_hidden``,
+  ``learn_temperature``; :func:`hydra_objective`).
 
 An objective with learnable parameters of its own is a :class:`ParamObjective`: the trainer
 keeps its parameters in ``TrainState.objective_params`` (replicated), calls ``project`` on them
@@ -51,7 +62,14 @@ KINDS = {
     "mv_info_nce": "views", "mv_dhel": "views", "mv_average": "views",
     "supcon": "labels", "supremix": "labels",
     "swav_loss": "prototypes",
+    "beclr_loss": "beclr",
 }
+
+# Losses that need the momentum teacher's embeddings of every view (config.momentum.
+# teacher_views = "all"): ``z`` is then ``[B, 2K, D]``, the online views then the teacher's.
+TEACHER_VIEWS = {"beclr_loss": "all"}
+# Supervised CE baseline: a learnable linear classifier on z (classifier_objective).
+KINDS["softmax_cross_entropy"] = "classifier"
 
 # Pair losses that take a queue of past keys (config.queue.size > 0) as shared negatives, and
 # the argument that receives it: the objective is then called with ``queue=[M, D]``.
@@ -60,7 +78,16 @@ QUEUE_ARGS = {"info_nce": "negatives", "mochi_loss": "queue"}
 QUEUE_ARGS["swav_loss"] = "queue_scores"
 
 # config.loss.kwargs that configure the objective's own parameters, not the loss function.
-OBJECTIVE_KWARGS = {"prototypes": {"num_prototypes": 30, "freeze_prototypes_steps": 0}}
+OBJECTIVE_KWARGS = {"prototypes": {"num_prototypes": 30, "freeze_prototypes_steps": 0},
+                    # BECLR: predictor bottleneck (0 = D // 4) and the DyCE memory (0 = off).
+                    "beclr": {"predictor_hidden": 0, "dyce_memory": 0, "dyce_clusters": 8,
+                              "dyce_top_k": 5, "dyce_order": "insert_first",
+                              "dyce_start_steps": 0}}
+OBJECTIVE_KWARGS["classifier"] = {"num_classes": None}  # required: the dataset's classes
+# Hydra / SimLAP: learnable label embeddings + gate MLP (+ scale) (hydra_objective).
+KINDS["hydra"] = "gated"
+OBJECTIVE_KWARGS["gated"] = {"num_classes": None, "partners": "arbitrary", "gate_embed_dim": 512,
+                             "gate_hidden": 1024, "learn_temperature": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +101,17 @@ class ParamObjective:
     freeze_steps: the parameters are not updated during the first ``freeze_steps`` steps.
     health: optional ``(params, z, axis_name) -> {name: scalar}`` diagnostics, identical on
       every device (logged with the step's metrics).
+    init_state: optional ``(dim) -> state``: non-differentiable state of the objective (BECLR's
+      DyCE memory), kept replicated in ``TrainState.objective_state`` and checkpointed; then
+      ``apply(..., state=state)`` returns ``(per_example, new_state)``, the new state
+      identical on every device.
   """
   apply: Callable[..., jax.Array]
   init: Callable[[jax.Array, int], Any]
   project: Callable[[Any], Any] = lambda params: params
   freeze_steps: int = 0
   health: Optional[Callable[..., dict]] = None
+  init_state: Optional[Callable[[int], Any]] = None
 
 
 def takes_rng(fn):
@@ -91,6 +123,12 @@ def reserved_kwargs(name, fn):
   out = ("axis_name",) + (("rng",) if takes_rng(fn) else ())
   if KINDS.get(name) == "prototypes":
     out += ("num_global", "queue_scores", "valid")
+  if KINDS.get(name) == "beclr":
+    out += ("valid",)
+  if KINDS.get(name) == "classifier":
+    out += ("logits", "labels", "valid")
+  if KINDS.get(name) == "gated":
+    out += ("labels", "partner_labels", "gates", "valid")
   return out + (("labels",) if KINDS.get(name) == "labels" else ())
 
 
@@ -110,6 +148,12 @@ def make_objective(name, kwargs, num_views, num_global_views=None):
     raise ValueError(f"num_views must be >= 2, got {num_views}")
   if KINDS[name] == "prototypes":
     return swav_objective(kwargs, num_views, num_global_views or num_views)
+  if KINDS[name] == "beclr":
+    return beclr_objective(kwargs, num_views)
+  if KINDS[name] == "classifier":
+    return classifier_objective(kwargs)
+  if KINDS[name] == "gated":
+    return hydra_objective(kwargs)
   fn = functools.partial(getattr(jaxcl.losses, name), **dict(kwargs))
   kind, with_rng = KINDS[name], takes_rng(fn.func)
 
@@ -196,3 +240,216 @@ def swav_objective(kwargs, num_views, num_global):
 
   return ParamObjective(apply=apply, init=init, project=jaxcl.losses.normalize_prototypes,
                         freeze_steps=freeze, health=health)
+
+
+def classifier_objective(kwargs):
+  """Supervised cross-entropy (the CE baseline of Khosla et al., arXiv 2004.11362) as a
+  :class:`ParamObjective`: a linear classifier ``W [num_classes, D]``, ``b [num_classes]`` on
+  the model's output embedding ``z`` (not normalised), every view's rows classified::
+
+      L_i = 1/K sum_v softmax_cross_entropy(z[i, v] W.T + b, y_i)
+
+  (:func:`jaxcl.losses.softmax_cross_entropy`, float32 logits). ``num_classes`` (required,
+  ``config.loss.kwargs``) must cover the dataset's labels; ``W`` starts as ``N(0, 1/D)``, ``b``
+  at 0; no projection, no freezing. The probe still reads the encoder output ``h``.
+  """
+  import math
+  import operator
+  import jaxcl.losses
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("softmax_cross_entropy").items()}
+  try:
+    num_classes = None if isinstance(own["num_classes"], bool) else operator.index(
+        own["num_classes"])
+  except TypeError:
+    num_classes = None
+  if num_classes is None or num_classes < 2:
+    raise ValueError(f"classifier: 'num_classes' must be an int >= 2 (the dataset's number "
+                     f"of classes), got {own['num_classes']!r}")
+  loss = functools.partial(jaxcl.losses.softmax_cross_entropy, **kw)
+
+  def logits(params, zv):
+    return jnp.einsum("bd,cd->bc", zv.astype(jnp.float32), params["w"],
+                      preferred_element_type=jnp.float32) + params["b"]
+
+  def apply(params, z, labels, rng, axis_name):
+    del rng
+    per = [loss(logits(params, z[:, v]), labels, axis_name=axis_name)
+           for v in range(z.shape[1])]
+    return jnp.mean(jnp.stack(per), axis=0)
+
+  def init(rng, dim):
+    return {"w": jax.random.normal(rng, (num_classes, dim), jnp.float32) / math.sqrt(dim),
+            "b": jnp.zeros((num_classes,), jnp.float32)}
+
+  return ParamObjective(apply=apply, init=init)
+
+
+def beclr_objective(kwargs, num_views):
+  """BECLR (arXiv 2402.02444) as the trainer runs it: ``z [B, 4, D]`` holds the student's
+  projections of views 1, 2 then the EMA teacher's (``config.momentum.teacher_views='all'``);
+  the objective owns the student's predictor ``p = W2 relu(W1 z + b1) + b2`` (bottleneck
+  ``predictor_hidden``, default ``D // 4``; the reference's predictor has BatchNorm, this one
+  does not) and, with ``dyce_memory > 0``, three DyCE memories (:mod:`jaxcl.beclr`) as its
+  state, one each for the teacher projections, the predictions and the student projections,
+  as the reference code keeps them.
+
+  DyCE per step (reference order ``insert_first``): the global batch of view 1 then of view 2
+  is written into each memory, then every row gets the ``dyce_top_k`` nearest members of its
+  nearest centre; the loss (:func:`jaxcl.losses.beclr_loss`) runs over the ``B (1 + k)``
+  enhanced rows, pairing the ``j``-th neighbour of view 1's row ``i`` with the ``j``-th
+  neighbour of view 2's row ``i`` (the reference code's pairing). A neighbour row counts only
+  when all six arrays have it, the memories have been clustered (full once) and at least
+  ``dyce_start_steps`` steps have run. The returned ``[B_local]`` values are each sample's
+  enhanced rows' sum scaled so that their global mean is the loss over the valid rows.
+  """
+  import jaxcl.losses
+  from jaxcl import beclr, collectives
+  from jaxcl.losses import _common as c
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("beclr_loss").items()}
+  if num_views != 2:
+    raise ValueError(f"beclr_loss: BECLR takes 2 views, got {num_views}")
+  hidden, memory = int(own["predictor_hidden"]), int(own["dyce_memory"])
+  clusters, top_k, order = int(own["dyce_clusters"]), int(own["dyce_top_k"]), own["dyce_order"]
+  start = int(own["dyce_start_steps"])
+  if hidden < 0 or memory < 0 or start < 0:
+    raise ValueError("beclr_loss: 'predictor_hidden', 'dyce_memory' and 'dyce_start_steps' "
+                     f"must be >= 0, got {hidden}, {memory}, {start}")
+  if memory and not (1 <= clusters <= memory and 1 <= top_k <= memory):
+    raise ValueError(f"beclr_loss: 'dyce_clusters' ({clusters}) and 'dyce_top_k' ({top_k}) "
+                     f"must be in [1, dyce_memory={memory}]")
+  if order not in beclr.ORDERS:
+    raise ValueError(f"beclr_loss: 'dyce_order' must be one of {beclr.ORDERS}, got {order!r}")
+  loss = functools.partial(jaxcl.losses.beclr_loss, **kw)
+  names = ("teacher", "prediction", "projection")
+
+  def predict(params, z):
+    h = jax.nn.relu(z @ params["w1"] + params["b1"])
+    return h @ params["w2"] + params["b2"]
+
+  def init(rng, dim):
+    h = hidden or max(dim // 4, 1)
+    k1, k2 = jax.random.split(rng)
+    lecun = lambda k, n, m: jax.random.normal(k, (n, m), jnp.float32) / jnp.sqrt(n)
+    return {"w1": lecun(k1, dim, h), "b1": jnp.zeros((h,), jnp.float32),
+            "w2": lecun(k2, h, dim), "b2": jnp.zeros((dim,), jnp.float32)}
+
+  def init_state(dim):
+    return {n: beclr.dyce_init(memory, dim, clusters) for n in names}
+
+  def enhance(mem, views, rng, started, axis_name):
+    """Both views of one array through one memory: rows, validity, new memory."""
+    insert = lambda m: functools.reduce(
+        lambda m, iv: beclr.dyce_insert(m, jax.lax.stop_gradient(iv[1]),
+                                        jax.random.fold_in(rng, iv[0]), axis_name=axis_name),
+        enumerate(views), m)
+    if order == "insert_first":
+      mem = insert(mem)
+    looked = [beclr.dyce_lookup(mem, v, top_k=top_k) for v in views]
+    if order == "lookup_first":
+      mem = insert(mem)
+    rows, valid = [], []
+    for v, (nbrs, ok) in zip(views, looked):
+      rows.append(jnp.concatenate([v.astype(jnp.float32),
+                                   jnp.swapaxes(nbrs, 0, 1).reshape(-1, v.shape[1])]))
+      valid.append(jnp.concatenate([jnp.ones((v.shape[0],), bool), ok.T.reshape(-1) & started]))
+    return rows, valid, mem
+
+  def apply(params, z, labels, rng, axis_name, state=None):
+    del labels
+    zs1, zs2, zt1, zt2 = (z[:, v] for v in range(4))
+    p1, p2 = predict(params, zs1), predict(params, zs2)
+    if not memory:
+      return loss(p1, p2, zt1, zt2, zs1, zs2, axis_name=axis_name)
+    b = z.shape[0]
+    b_global = collectives.psum(jnp.float32(b), axis_name)
+    # Rows written before this step: 2 views x global batch per step.
+    started = state["teacher"].count >= start * 2 * b_global.astype(jnp.int32)
+    arrays = {"teacher": (zt1, zt2), "prediction": (p1, p2), "projection": (zs1, zs2)}
+    rows, valid, new = {}, None, {}
+    for i, n in enumerate(names):
+      rows[n], ok, new[n] = enhance(state[n], arrays[n], jax.random.fold_in(rng, i), started,
+                                    axis_name)
+      valid = ok[0] & ok[1] if valid is None else valid & ok[0] & ok[1]
+    per = loss(*rows["prediction"], *rows["teacher"], *rows["projection"], axis_name=axis_name,
+               valid=valid)
+    n_valid = collectives.psum(jnp.sum(valid.astype(jnp.float32)), axis_name)
+    per_sample = jnp.sum(per.reshape(1 + top_k, b), axis=0) * b_global / n_valid
+    return per_sample, new
+
+  return ParamObjective(apply=apply, init=init, init_state=init_state if memory else None)
+
+
+def hydra_objective(kwargs):
+  """Hydra / SimLAP (Wu et al., arXiv 2410.18200) as a :class:`ParamObjective` that owns the
+  class-pair gate: label embeddings ``E [num_classes, gate_embed_dim]`` and the gate MLP
+  (:func:`jaxcl.losses.init_hydra_gates`), plus, with ``learn_temperature`` (default, as the
+  reference's learnable scale ``exp(theta)``), ``theta = log(1 / temperature)`` initialised
+  from ``config.loss.kwargs.temperature`` (default 0.1). Per step::
+
+      y2 = hydra_partners(y, partners, rng)        # over the global batch, same on every device
+      g  = hydra_gates(params, y, y2)              # sigmoid(MLP((E[y] + E[y2]) / 2))
+      L  = hydra(z, y, y2, g, temperature=exp(-theta))
+
+  Extra ``config.loss.kwargs``: ``num_classes`` (required, the dataset's classes),
+  ``partners`` (``identical`` / ``distinct`` / ``arbitrary``), ``gate_embed_dim``,
+  ``gate_hidden``, ``learn_temperature``; the rest go to :func:`jaxcl.losses.hydra`
+  (``variant``, ``symmetric``, ...). Health: ``hydra/temperature`` and, over the gates of the
+  ``C`` identical pairs ``(c, c)``, ``hydra/gate_mean`` (mean gate value) and
+  ``hydra/gate_entropy`` (mean Bernoulli entropy, nats; ``ln 2`` when undecided).
+  """
+  import math
+  import operator
+  import jaxcl.losses
+  import importlib
+  hydra_lib = importlib.import_module("jaxcl.losses.hydra")  # the name is the function
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("hydra").items()}
+  try:
+    num_classes = None if isinstance(own["num_classes"], bool) else operator.index(
+        own["num_classes"])
+  except TypeError:
+    num_classes = None
+  if num_classes is None or num_classes < 2:
+    raise ValueError(f"hydra: 'num_classes' must be an int >= 2 (the dataset's number of "
+                     f"classes), got {own['num_classes']!r}")
+  mode = own["partners"]
+  if mode not in hydra_lib.PARTNER_MODES:
+    raise ValueError(f"hydra: 'partners' must be one of {hydra_lib.PARTNER_MODES}, got {mode!r}")
+  embed_dim, hidden = int(own["gate_embed_dim"]), int(own["gate_hidden"])
+  if embed_dim < 1 or hidden < 1:
+    raise ValueError(f"hydra: 'gate_embed_dim' and 'gate_hidden' must be >= 1, got "
+                     f"{embed_dim}, {hidden}")
+  learn = bool(own["learn_temperature"])
+  t0 = float(kw.pop("temperature", 0.1))
+  if not t0 > 0:
+    raise ValueError(f"hydra: 'temperature' must be > 0, got {t0}")
+  loss = functools.partial(jaxcl.losses.hydra, **kw)
+
+  def temperature(params):
+    return jnp.exp(-params["log_scale"]) if learn else t0
+
+  def apply(params, z, labels, rng, axis_name):
+    y2 = jaxcl.losses.hydra_partners(labels, mode, rng=rng, num_classes=num_classes,
+                                     axis_name=axis_name)
+    g = jaxcl.losses.hydra_gates(params["gate"], labels, y2)
+    return loss(z, labels, y2, g, temperature=temperature(params), axis_name=axis_name)
+
+  def init(rng, dim):
+    params = {"gate": jaxcl.losses.init_hydra_gates(rng, num_classes, dim, embed_dim=embed_dim,
+                                                    hidden=hidden)}
+    if learn:
+      params["log_scale"] = jnp.asarray(math.log(1.0 / t0), jnp.float32)
+    return params
+
+  def health(params, z, axis_name):
+    del z, axis_name
+    c = jnp.arange(num_classes)
+    g = jaxcl.losses.hydra_gates(params["gate"], c, c)
+    p = jnp.clip(g, 1e-6, 1 - 1e-6)
+    entropy = -(p * jnp.log(p) + (1 - p) * jnp.log1p(-p))
+    return {"hydra/temperature": jnp.asarray(temperature(params), jnp.float32),
+            "hydra/gate_mean": jnp.mean(g), "hydra/gate_entropy": jnp.mean(entropy)}
+
+  return ParamObjective(apply=apply, init=init, health=health)

@@ -50,6 +50,9 @@ class TrainState:
   # of past global-batch keys (jaxcl.queue.Queue, replicated); None when off.
   ema: Any = None
   queue: Any = None
+  # Non-differentiable state of the objective (BECLR's DyCE memories), replicated; None when
+  # the objective keeps none.
+  objective_state: Any = None
 
 
 def build_model(model_config, bn_axis_name=None):
@@ -89,6 +92,7 @@ def create_state(mesh, model, tx, rng, example_shape, *, fsdp=False, fsdp_min_si
                  objective=None, momentum=False, queue_size=0):
   """Initialises the train state directly with its shardings. Returns ``(state, shardings)``."""
   rng = jnp.asarray(rng, jnp.uint32)
+  init_obj_state = getattr(objective, "init_state", None)
 
   def init():
     params, batch_stats = init_variables(model, rng, example_shape)
@@ -100,7 +104,9 @@ def create_state(mesh, model, tx, rng, example_shape, *, fsdp=False, fsdp_min_si
                            else None),
                       queue=(queue_lib.init(jax.random.fold_in(rng, 3), queue_size,
                                             embedding_dim(model, example_shape))
-                             if queue_size else None))
+                             if queue_size else None),
+                      objective_state=(init_obj_state(embedding_dim(model, example_shape))
+                                       if init_obj_state else None))
 
   abstract = jax.eval_shape(init)
   shardings = state_shardings(mesh, abstract, fsdp=fsdp, min_size=fsdp_min_size)
@@ -110,7 +116,8 @@ def create_state(mesh, model, tx, rng, example_shape, *, fsdp=False, fsdp_min_si
   shardings = shardings.replace(step=replicated(mesh), rng=replicated(mesh),
                                 objective_params=rep(abstract.objective_params),
                                 objective_opt_state=rep(abstract.objective_opt_state),
-                                queue=rep(abstract.queue))
+                                queue=rep(abstract.queue),
+                                objective_state=rep(abstract.objective_state))
   return jax.jit(init, out_shardings=shardings)(), shardings
 
 
@@ -150,7 +157,7 @@ def objective_key(state):
   return jax.random.fold_in(jax.random.fold_in(state.rng, state.step), LOSS_STREAM)
 
 
-def sharded_loss(model, objective, mesh, num_views=2):
+def sharded_loss(model, objective, mesh, num_views=2, teacher_views="key"):
   """``(params, batch_stats, views, labels, rng[, objective_params]) -> (per_example_loss [B],
   new batch_stats, health)``.
 
@@ -164,32 +171,49 @@ def sharded_loss(model, objective, mesh, num_views=2):
   teacher, view 1 is encoded by it (:func:`jaxcl.train.momentum.encode`, no gradient) and the
   other views by the online model; the queue goes to the objective as ``queue=``. The fourth
   output holds the keys to enqueue (``z[:, 1]``, stop-gradient, global batch order), the
-  teacher's new BatchNorm statistics and the proxy-task accuracy.
+  teacher's new BatchNorm statistics and the proxy-task accuracy. With
+  ``teacher_views="all"`` (BYOL / BECLR) every view is encoded by both networks and the
+  objective gets ``z [B, 2K, D]``: the K online views, then the K teacher views.
+
+  An objective with state (``ParamObjective.init_state``) gets ``state=obj_state`` and
+  returns its new state (replicated) as the fifth output; ``None`` otherwise.
   """
   with_params = hasattr(objective, "init")
+  with_state = getattr(objective, "init_state", None) is not None
+  every_view = teacher_views == "all"
 
-  def local(params, batch_stats, views, labels, rng, mo, obj_params=None):
+  def local(params, batch_stats, views, labels, rng, mo, obj_state, obj_params=None):
     b = views[0].shape[0]
     variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
     teacher = mo["ema"] is not None
-    online = (views[0],) + tuple(views[2:]) if teacher else views
+    online = (views[0],) + tuple(views[2:]) if teacher and not every_view else views
     # One forward pass over all views (view-major rows): BatchNorm sees the K*B rows together.
     (_, z), new_vars = model.apply(variables, jnp.concatenate(online), train=True,
                                    mutable=["batch_stats"])
     z = jnp.swapaxes(z.reshape((len(online), b) + z.shape[1:]), 0, 1)
     mo_out = {"ema_stats": None, "keys": None, "proxy_acc": None}
-    if teacher:
+    if teacher and every_view:
+      zk, mo_out["ema_stats"] = momentum_lib.encode(model, mo["ema"], jnp.concatenate(views),
+                                                    AXIS)
+      zk = jnp.swapaxes(zk.reshape((len(views), b) + zk.shape[1:]), 0, 1)
+      mo_out["proxy_acc"] = momentum_lib.proxy_accuracy(z[:, 0], zk[:, 1], None, AXIS)
+      z = jnp.concatenate([z, zk.astype(z.dtype)], axis=1)
+    elif teacher:
       zk, mo_out["ema_stats"] = momentum_lib.encode(model, mo["ema"], views[1], AXIS)
       z = jnp.concatenate([z[:, :1], zk[:, None].astype(z.dtype), z[:, 1:]], axis=1)
-    if teacher or mo["queue"] is not None:
+    if (teacher and not every_view) or mo["queue"] is not None:
       mo_out["keys"] = jax.lax.stop_gradient(z[:, 1])
       mo_out["proxy_acc"] = momentum_lib.proxy_accuracy(z[:, 0], z[:, 1], mo["queue"], AXIS)
-    health = {}
+    health, new_obj_state = {}, None
     if with_params:
       queue = {} if mo["queue"] is None else {"queue": mo["queue"]}
+      if with_state:
+        queue["state"] = obj_state
       per = objective.apply(obj_params, z, labels, rng, AXIS, **queue)
+      if with_state:
+        per, new_obj_state = per[0], jax.lax.stop_gradient(per[1])
       if objective.health is not None:
         health = objective.health(jax.lax.stop_gradient(obj_params),
                                   jax.lax.stop_gradient(z), AXIS)
@@ -200,22 +224,23 @@ def sharded_loss(model, objective, mesh, num_views=2):
     new_stats = new_vars.get("batch_stats", batch_stats)
     # Already synchronised by BatchNorm's axis_name; pmean makes that explicit to shard_map.
     new_stats = jax.tree.map(lambda s: jax.lax.pmean(s, AXIS), new_stats)
-    return per, new_stats, health, mo_out
+    return per, new_stats, health, mo_out, new_obj_state
 
-  in_specs = ((P(), P(), (P(AXIS),) * num_views, P(AXIS), P(), P())
+  in_specs = ((P(), P(), (P(AXIS),) * num_views, P(AXIS), P(), P(), P())
               + ((P(),) if with_params else ()))
   mo_specs = {"ema_stats": P(), "keys": P(AXIS), "proxy_acc": P()}
   return jax.shard_map(local, mesh=mesh, in_specs=in_specs,
-                       out_specs=(P(AXIS), P(), P(), mo_specs))
+                       out_specs=(P(AXIS), P(), P(), mo_specs, P()))
 
 
 def make_train_step(mesh, model, tx, objective, view_fn, schedule, state_shardings_,
-                    *, num_views=2, nan_at_step=-1, ema_decay=None):
+                    *, num_views=2, nan_at_step=-1, ema_decay=None, teacher_views="key"):
   """Returns the jitted ``step(state, batch) -> (state, metrics)`` (state donated).
 
-  ``ema_decay(step) -> m`` is the teacher's momentum when the state has one.
+  ``ema_decay(step) -> m`` is the teacher's momentum when the state has one;
+  ``teacher_views`` is ``config.momentum.teacher_views`` (see :func:`sharded_loss`).
   """
-  forward = sharded_loss(model, objective, mesh, num_views)
+  forward = sharded_loss(model, objective, mesh, num_views, teacher_views)
 
   def step(state, batch):
     views = tuple(jax.lax.with_sharding_constraint(v, data_sharding(mesh))
@@ -229,14 +254,14 @@ def make_train_step(mesh, model, tx, objective, view_fn, schedule, state_shardin
 
     def loss_of(params, obj_params):
       extra = (obj_params,) if with_params else ()
-      per, stats, health, mo_out = forward(params, state.batch_stats, views, batch["y"], rng,
-                                           mo, *extra)
+      per, stats, health, mo_out, obj_state = forward(
+          params, state.batch_stats, views, batch["y"], rng, mo, state.objective_state, *extra)
       loss = jnp.mean(per)
       if nan_at_step >= 0:  # test hook for the NaN guard
         loss = loss * jnp.where(state.step == nan_at_step, jnp.nan, 1.0)
-      return loss, (stats, health, mo_out)
+      return loss, (stats, health, mo_out, obj_state)
 
-    (loss, (stats, health, mo_out)), (grads, obj_grads) = jax.value_and_grad(
+    (loss, (stats, health, mo_out, obj_state)), (grads, obj_grads) = jax.value_and_grad(
         loss_of, argnums=(0, 1), has_aux=True)(state.params, obj_params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree.map(jnp.add, state.params, updates)
@@ -245,7 +270,7 @@ def make_train_step(mesh, model, tx, objective, view_fn, schedule, state_shardin
     if mo_out["proxy_acc"] is not None:
       metrics["proxy_acc"] = mo_out["proxy_acc"]
     new = state.replace(params=params, batch_stats=stats, opt_state=opt_state,
-                        step=state.step + 1)
+                        step=state.step + 1, objective_state=obj_state)
     if state.ema is not None:  # after the optimiser step, as MoCo's before the next forward
       ema = momentum_lib.update(state.ema["params"], params, ema_decay(state.step))
       new = new.replace(ema={"params": ema, "batch_stats": mo_out["ema_stats"]})

@@ -78,7 +78,7 @@ def setup(config, *, devices=None, objective=None):
                                 num_steps=config.num_steps, cosine=config.momentum.cosine)
   step = make_train_step(mesh, model, tx, objective, step_views, schedule, shardings,
                          num_views=cfg.num_views(config), nan_at_step=config.debug.nan_at_step,
-                         ema_decay=ema_decay)
+                         ema_decay=ema_decay, teacher_views=config.momentum.teacher_views)
   return dict(info=info, mesh=mesh, model=model, eval_model=eval_model, view_fn=view_fn,
               tx=tx, schedule=schedule, state=state, shardings=shardings, step=step, rng=rng)
 
@@ -88,7 +88,8 @@ def _loader(config, split, shuffle=True):
   return data.make_loader(config.data.name, split, global_batch_size=config.batch_size,
                           seed=config.seed, shuffle=shuffle, num_epochs=None,
                           drop_remainder=True, data_dir=config.data.data_dir,
-                          worker_count=config.data.worker_count, in_memory=config.data.in_memory)
+                          worker_count=config.data.worker_count, in_memory=config.data.in_memory,
+                          classes=tuple(config.data.classes))
 
 
 def _print0(*args):
@@ -184,8 +185,9 @@ class Evaluator:
     if self._data is None:
       from jaxcl import data
       c = self.config.data
-      self._data = (data.load_arrays(c.name, c.train_split, data_dir=c.data_dir),
-                    data.load_arrays(c.name, c.eval_split, data_dir=c.data_dir))
+      self._data = tuple(data.subset_arrays(data.load_arrays(c.name, split, data_dir=c.data_dir),
+                                            tuple(c.classes))
+                         for split in (c.train_split, c.eval_split))
     return self._data
 
   def _features(self, params, batch_stats, x):
