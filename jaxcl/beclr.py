@@ -5,18 +5,8 @@ ICLR 2024, arXiv 2402.02444 (reference code stypoumic/BECLR: ``BECLRLoss`` in
 ``models/beclr.py``, ``NNmemoryBankModule2`` in ``memory.py``). OpTA, BECLR's inference-time
 step, is :func:`jaxcl.sinkhorn.opta` / :mod:`jaxcl.eval.fewshot`.
 
-**Loss** (:mod:`jaxcl.losses.beclr`, re-exported here). Student predictions ``p``, teacher (EMA) projections ``z_t``, student projections
-``z_s`` of two views; ``cos`` on L2-normalised rows::
-
-    L_pos = -1/2 [ mean_i cos(p1_i, sg z_t2_i) + mean_i cos(p2_i, sg z_t1_i) ]
-    Z     = [z_s1; z_s2]                                   (2N rows of the global batch)
-    L_neg = log( mean_a  sum_{b not in {a, pair(a)}} exp(Z_a . Z_b / T) / (2N - 2) )
-    L     = L_pos + lambda L_neg,        T = 2, lambda = 0.1
-
-``L_neg`` is the log of the batch *mean* (not a mean of logs), so it does not decompose over
-rows: :func:`beclr_loss` returns ``[B_local]`` rows ``L_pos_i + lambda L_neg`` whose mean over
-the global batch is ``L`` (``L_neg`` computed once over the gathered global batch through
-:mod:`jaxcl.collectives`, so value and gradient equal the single-device ones).
+**Loss**: :func:`jaxcl.losses.beclr_loss` (``L_pos + lambda L_neg`` over the global batch;
+equation in :mod:`jaxcl.losses.beclr`), re-exported here as ``beclr.beclr_loss``.
 
 **DyCE** (dynamic clustered memory). A FIFO memory of ``M`` detached, L2-normalised
 embeddings, each with a cluster label, and ``K`` centres. The first time it is full, spherical

@@ -10,8 +10,7 @@ import pytest
 
 from jaxcl import beclr, data, losses
 from jaxcl.train import ConfigError, setup
-from jaxcl.train.sharding import global_batch
-from tests.test_train import tiny_config
+from tests.test_train import dataset_batches, leaves, step_history, tiny_config
 
 STEPS, B, MEM, TOPK = 3, 16, 32, 2
 
@@ -26,23 +25,11 @@ def beclr_config(**over):
 
 
 def _batches():
-  x = data.load_arrays("digits", "train")
-  return [{k: np.asarray(v[s * B:(s + 1) * B]) for k, v in x.items()} for s in range(STEPS)]
+  return dataset_batches("digits", B, STEPS)
 
 
 def run(config, devices=None):
-  parts = setup(config, devices=devices)
-  state, hist = parts["state"], []
-  for batch in _batches():
-    before = state
-    state, metrics = parts["step"](jax.tree.map(jnp.copy, state),
-                                   global_batch(parts["mesh"], batch))
-    hist.append((before, {k: float(v) for k, v in metrics.items()}, state))
-  return parts, hist
-
-
-def _leaves(tree):
-  return [np.asarray(jax.device_get(x)) for x in jax.tree.leaves(tree)]
+  return step_history(config, _batches(), devices)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +119,7 @@ def test_eight_devices_equal_one(eight, one):
   for (_, m8, s8), (_, m1, s1) in zip(h8, h1):
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5, atol=1e-6)
     tree = lambda s: (s.params, s.objective_params, s.ema["params"], s.objective_state)
-    for a, b in zip(_leaves(tree(s8)), _leaves(tree(s1))):
+    for a, b in zip(leaves(tree(s8)), leaves(tree(s1))):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -143,7 +130,7 @@ def test_no_dyce_is_the_plain_loss_and_the_predictor_learns():
   w0, w1 = (np.asarray(h.objective_params["w1"]) for h in (hist[0][0], hist[-1][2]))
   assert w0.shape == (16, 4) and not np.allclose(w0, w1)  # predictor bottleneck D // 4
   # The teacher moved towards the student (EMA 0.9 after each step).
-  t0, t1 = (_leaves(h.ema["params"]) for h in (hist[0][0], hist[-1][2]))
+  t0, t1 = (leaves(h.ema["params"]) for h in (hist[0][0], hist[-1][2]))
   assert any(not np.allclose(a, b) for a, b in zip(t0, t1))
 
 
@@ -173,7 +160,7 @@ def test_state_checkpoints_and_restores(tmp_path, eight):
   ckpt.save(mngr, 4, state, it)
   mngr.wait_until_finished()
   restored = ckpt.restore_latest(mngr, parts["state"], it)
-  for a, b in zip(_leaves(restored.objective_state), _leaves(state.objective_state)):
+  for a, b in zip(leaves(restored.objective_state), leaves(state.objective_state)):
     np.testing.assert_array_equal(a, b)
 
 

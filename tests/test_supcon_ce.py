@@ -208,25 +208,15 @@ def test_classifier_needs_class_labels():
     setup(ce_config(**{"data.name": "diabetes"}))
 
 
+from tests.test_train import dataset_batches, leaves, step_history  # noqa: E402
+
+
 def _batches():
-  from jaxcl import data
-  x = data.load_arrays("mnist1d", "train")
-  return [{k: np.asarray(v[s * TB:(s + 1) * TB]) for k, v in x.items()} for s in range(STEPS)]
+  return dataset_batches("mnist1d", TB, STEPS)
 
 
 def run(config, devices=None):
-  parts = setup(config, devices=devices)
-  state, hist = parts["state"], []
-  for batch in _batches():
-    before = state
-    state, metrics = parts["step"](jax.tree.map(jnp.copy, state),
-                                   global_batch(parts["mesh"], batch))
-    hist.append((before, {k: float(v) for k, v in metrics.items()}, state))
-  return parts, hist
-
-
-def _leaves(tree):
-  return [np.asarray(jax.device_get(x)) for x in jax.tree.leaves(tree)]
+  return step_history(config, _batches(), devices)
 
 
 @pytest.fixture(scope="module")
@@ -257,8 +247,8 @@ def test_classifier_gets_the_reference_gradient(eight):
         {"w": jnp.asarray(w0), "b": jnp.asarray(b0)})[k]
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-5)
     assert np.abs(want).max() > 1e-3
-  assert any(np.abs(a - b).max() > 0 for a, b in zip(_leaves(before.params),
-                                                    _leaves(after.params)))
+  assert any(np.abs(a - b).max() > 0 for a, b in zip(leaves(before.params),
+                                                    leaves(after.params)))
 
 
 def test_classifier_eight_devices_equal_one_device(eight):
@@ -269,7 +259,7 @@ def test_classifier_eight_devices_equal_one_device(eight):
     for k in m8:
       np.testing.assert_allclose(m8[k], m1[k], rtol=1e-5, atol=1e-6, err_msg=k)
     tree = lambda s: (s.params, s.batch_stats, s.objective_params, s.objective_opt_state)
-    for a, b in zip(_leaves(tree(s8)), _leaves(tree(s1))):
+    for a, b in zip(leaves(tree(s8)), leaves(tree(s1))):
       np.testing.assert_allclose(a, b, atol=2e-5, rtol=0)
   assert h8[0][1]["loss"] != h8[-1][1]["loss"]
 

@@ -12,7 +12,7 @@ from jaxcl.train import ConfigError, setup
 from jaxcl.train import objectives
 from jaxcl.train.sharding import global_batch
 from jaxcl.train.step import make_views
-from tests.test_train import tiny_config
+from tests.test_train import dataset_batches, leaves, step_history, tiny_config
 
 STEPS, B, K = 3, 16, 10
 
@@ -29,24 +29,11 @@ def swav_config(**over):
 
 
 def _batches():
-  from jaxcl import data
-  x = data.load_arrays("digits", "train")
-  return [{k: np.asarray(v[s * B:(s + 1) * B]) for k, v in x.items()} for s in range(STEPS)]
+  return dataset_batches("digits", B, STEPS)
 
 
 def run(config, devices=None):
-  parts = setup(config, devices=devices)
-  state, hist = parts["state"], []
-  for batch in _batches():
-    before = state
-    state, metrics = parts["step"](jax.tree.map(jnp.copy, state),
-                                   global_batch(parts["mesh"], batch))
-    hist.append((before, {k: float(v) for k, v in metrics.items()}, state))
-  return parts, hist
-
-
-def _leaves(tree):
-  return [np.asarray(jax.device_get(x)) for x in jax.tree.leaves(tree)]
+  return step_history(config, _batches(), devices)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +51,8 @@ def test_prototypes_get_the_reference_gradient_freeze_and_renorm(eight):
   # although the model does (lr > 0 at step 1).
   np.testing.assert_allclose(protos(hist[1][2]), init, atol=1e-6, rtol=0)
   assert hist[1][1]["lr"] > 0
-  assert any(np.abs(a - b).max() > 0 for a, b in zip(_leaves(hist[1][0].params),
-                                                    _leaves(hist[1][2].params)))
+  assert any(np.abs(a - b).max() > 0 for a, b in zip(leaves(hist[1][0].params),
+                                                    leaves(hist[1][2].params)))
   # Step 2: plain SGD, so the update is -lr * dL/dC at the re-normalised prototypes. The
   # reference gradient is taken on one device, outside the trainer, on the same views.
   before, metrics, after = hist[2]
@@ -101,7 +88,7 @@ def test_eight_devices_equal_one_device(eight):
     for k in m8:
       np.testing.assert_allclose(m8[k], m1[k], rtol=1e-5, atol=1e-6, err_msg=k)
     tree = lambda s: (s.params, s.batch_stats, s.objective_params, s.objective_opt_state)
-    for a, b in zip(_leaves(tree(s8)), _leaves(tree(s1))):
+    for a, b in zip(leaves(tree(s8)), leaves(tree(s1))):
       np.testing.assert_allclose(a, b, atol=2e-5, rtol=0)
   assert h8[0][1]["loss"] != h8[-1][1]["loss"]
 

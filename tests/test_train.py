@@ -44,6 +44,32 @@ def tiny_config(**over):
   return c
 
 
+def dataset_batches(name, batch_size, steps):
+  """The first ``steps`` consecutive batches of ``name``'s training split (stored order)."""
+  from jaxcl import data
+  x = data.load_arrays(name, "train")
+  return [{k: np.asarray(v[s * batch_size:(s + 1) * batch_size]) for k, v in x.items()}
+          for s in range(steps)]
+
+
+def step_history(config, batches, devices=None):
+  """Runs the trainer's step on ``batches``; returns ``(parts, [(state before, metrics,
+  state after), ...])`` (states copied, so the donated buffers stay readable)."""
+  import jax.numpy as jnp
+  parts = setup(config, devices=devices)
+  state, hist = parts["state"], []
+  for batch in batches:
+    before = state
+    state, metrics = parts["step"](jax.tree.map(jnp.copy, state),
+                                   global_batch(parts["mesh"], batch))
+    hist.append((before, {k: float(v) for k, v in metrics.items()}, state))
+  return parts, hist
+
+
+def leaves(tree):
+  return [np.asarray(jax.device_get(x)) for x in jax.tree.leaves(tree)]
+
+
 def _flat(tree):
   return {jax.tree_util.keystr(k): np.asarray(jax.device_get(v))
           for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}

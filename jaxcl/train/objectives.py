@@ -28,6 +28,9 @@ that function from ``config.loss.name`` and ``config.loss.kwargs`` by the loss's
   embeddings + gate MLP) and its learnable temperature (extra ``config.loss.kwargs``:
   ``num_classes``, required, ``partners``, ``gate_embed_dim``, ``gate_hidden``,
   ``learn_temperature``; :func:`hydra_objective`).
+* ``label_embedding`` (label_contrast): a :class:`ParamObjective` that owns learnable label
+  embeddings ``E [num_classes, D]``, the candidates of every view's rows (extra
+  ``config.loss.kwargs``: ``num_classes``, required; :func:`label_contrast_objective`).
 
 An objective with learnable parameters of its own is a :class:`ParamObjective`: the trainer
 keeps its parameters in ``TrainState.objective_params`` (replicated), calls ``project`` on them
@@ -88,6 +91,10 @@ OBJECTIVE_KWARGS["classifier"] = {"num_classes": None}  # required: the dataset'
 KINDS["hydra"] = "gated"
 OBJECTIVE_KWARGS["gated"] = {"num_classes": None, "partners": "arbitrary", "gate_embed_dim": 512,
                              "gate_hidden": 1024, "learn_temperature": True}
+# Input-label contrast (primer): learnable label embeddings E [C, D] as the candidates
+# (label_contrast_objective).
+KINDS["label_contrast"] = "label_embedding"
+OBJECTIVE_KWARGS["label_embedding"] = {"num_classes": None}  # required: the dataset's classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +136,8 @@ def reserved_kwargs(name, fn):
     out += ("logits", "labels", "valid")
   if KINDS.get(name) == "gated":
     out += ("labels", "partner_labels", "gates", "valid")
+  if KINDS.get(name) == "label_embedding":
+    out += ("label_embeddings", "labels", "valid")
   return out + (("labels",) if KINDS.get(name) == "labels" else ())
 
 
@@ -154,6 +163,8 @@ def make_objective(name, kwargs, num_views, num_global_views=None):
     return classifier_objective(kwargs)
   if KINDS[name] == "gated":
     return hydra_objective(kwargs)
+  if KINDS[name] == "label_embedding":
+    return label_contrast_objective(kwargs)
   fn = functools.partial(getattr(jaxcl.losses, name), **dict(kwargs))
   kind, with_rng = KINDS[name], takes_rng(fn.func)
 
@@ -305,7 +316,6 @@ def beclr_objective(kwargs, num_views):
   """
   import jaxcl.losses
   from jaxcl import beclr, collectives
-  from jaxcl.losses import _common as c
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("beclr_loss").items()}
   if num_views != 2:
@@ -453,3 +463,43 @@ def hydra_objective(kwargs):
             "hydra/gate_mean": jnp.mean(g), "hydra/gate_entropy": jnp.mean(entropy)}
 
   return ParamObjective(apply=apply, init=init, health=health)
+
+
+def label_contrast_objective(kwargs):
+  """Input-label contrast (Rethmeier & Augenstein, arXiv 2102.12982) as a
+  :class:`ParamObjective` that owns the label embeddings ``E [num_classes, D]`` (``N(0, 1/D)``
+  at init, no projection, no freezing), every view's rows scored against them::
+
+      L_i = 1/K sum_v label_contrast(z[:, v], E, y)_i
+
+  (:func:`jaxcl.losses.label_contrast`; view ``v`` gets ``fold_in(rng, v)`` for sampled
+  negatives). ``num_classes`` (required, ``config.loss.kwargs``) must cover the dataset's
+  labels; the other kwargs (``form``, ``temperature``, ``normalize``, ``num_negatives``) go to
+  the loss. The probe still reads the encoder output ``h``.
+  """
+  import math
+  import operator
+  import jaxcl.losses
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("label_contrast").items()}
+  try:
+    num_classes = None if isinstance(own["num_classes"], bool) else operator.index(
+        own["num_classes"])
+  except TypeError:
+    num_classes = None
+  if num_classes is None or num_classes < 2:
+    raise ValueError(f"label_contrast: 'num_classes' must be an int >= 2 (the dataset's number "
+                     f"of classes), got {own['num_classes']!r}")
+  loss = functools.partial(jaxcl.losses.label_contrast, **kw)
+
+  def apply(params, z, labels, rng, axis_name):
+    per = [loss(z[:, v], params["label_embeddings"], labels, axis_name=axis_name,
+                rng=None if rng is None else jax.random.fold_in(rng, v))
+           for v in range(z.shape[1])]
+    return jnp.mean(jnp.stack(per), axis=0)
+
+  def init(rng, dim):
+    return {"label_embeddings": jax.random.normal(rng, (num_classes, dim), jnp.float32)
+                                / math.sqrt(dim)}
+
+  return ParamObjective(apply=apply, init=init)
