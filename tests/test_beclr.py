@@ -238,7 +238,7 @@ def test_study_smoke(tmp_path):
   assert {s["setting"]["opta_passes"] for s in accs} == {0, 1}
   assert all(0.2 < s["accuracy"]["mean"] <= 1.0 for s in accs)   # 5-way chance is 0.2
   md = (tmp_path / "beclr.md").read_text()
-  assert "## Verdict" in md and "| SimCLR encoder | 1 | prototype | 1 |" in md
+  assert "## Verdict" in md and "| BECLR + DyCE encoder | 1 | prototype | 1 |" in md
 
 
 def test_recipe_validates():
