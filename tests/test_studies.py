@@ -13,6 +13,7 @@ STUDIES = {
     "swav": (("loss", "crops", "batch", "queue"), 2),
     "hydra": (("method", "loss", "partners"), 2),
     "supcon": (("method", "lr"), 2),
+    "primer": (("data", "method"), 2),
 }
 
 
@@ -41,7 +42,7 @@ def test_study_smoke(study, tmp_path):
 @pytest.mark.parametrize("name", ["dcl_digits", "mv_dhel_digits", "loss_behaviour_digits",
                                   "mv_dhel_mnist1d", "loss_behaviour_mnist1d",
                                   "supremix_diabetes", "dcl_mnist1d", "supcon_mnist1d",
-                                  "hydra_digits"])
+                                  "hydra_digits", "primer_mnist1d"])
 def test_method_recipes_validate(name):
   from jaxcl.train.config import make_objective, validate
   c = importlib.import_module(f"configs.{name}").get_config()

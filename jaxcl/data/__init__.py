@@ -9,7 +9,9 @@ Public API:
 * ``make_loader(name, split, *, global_batch_size, seed, shuffle=True, num_epochs=None,
   drop_remainder=True, data_dir=None, worker_count=0, shard_options=None, in_memory=False,
   classes=())`` -> ``grain.DataLoaderIterator`` of per-process batches; ``get_state()`` is JSON
-  ``bytes``; ``classes`` keeps only those labels (``subset_arrays`` does the same for arrays).
+  ``bytes``; ``classes`` keeps only those labels (``subset_arrays`` does the same for arrays);
+  ``per_class`` / ``imbalance`` keep a few-shot / long-tail subset (``count_indices``: the kept
+  positions, ``train_subset_arrays``: the same for arrays).
 * ``data_source(name, split, *, data_dir=None)``: the ``tfds.data_source`` behind both.
 * ``prepare(name, data_dir=None)``: write an embedded dataset's ``array_record`` files.
 
@@ -24,6 +26,7 @@ Example:
 """
 from jaxcl.data.catalog import DATASETS, EMBEDDED, DatasetInfo, info
 from jaxcl.data.loader import data_source, load_arrays, make_loader, subset_arrays
+from jaxcl.data.loader import count_indices, train_subset_arrays
 
 
 def prepare(name, data_dir=None):
@@ -34,3 +37,4 @@ def prepare(name, data_dir=None):
 
 __all__ = ["DATASETS", "EMBEDDED", "DatasetInfo", "info", "load_arrays", "make_loader",
            "data_source", "prepare", "subset_arrays"]
+__all__ += ["count_indices", "train_subset_arrays"]

@@ -168,9 +168,51 @@ def subset_arrays(arrays, classes, *, where="classes"):
   return {k: v[idx] for k, v in arrays.items()}
 
 
+def count_indices(labels, *, per_class=0, imbalance=1.0, where="data"):
+  """Positions (stored order) of the rows kept by a few-shot / long-tail training set.
+
+  ``per_class > 0`` keeps the first ``per_class`` rows of each class in the stored order;
+  ``imbalance > 1`` then keeps, of the ``c``-th present class (ascending label, ``c = 0 ..
+  C-1``), its first ``max(1, floor(n_max * imbalance ** (-c / (C - 1))))`` rows, ``n_max``
+  the largest class count left (the usual exponential long-tail profile: class 0 keeps all,
+  class ``C-1`` ``n_max / imbalance``). ``per_class=0, imbalance=1`` keep every row. A pure
+  function of ``labels``; ``ValueError`` naming ``where`` on bad arguments or regression
+  targets.
+  """
+  labels = np.asarray(labels)
+  if isinstance(per_class, bool) or int(per_class) != per_class or per_class < 0:
+    raise ValueError(f"{where}: 'per_class' must be an int >= 0 (0 = all), got {per_class!r}")
+  if isinstance(imbalance, bool) or not float(imbalance) >= 1.0:
+    raise ValueError(f"{where}: 'imbalance' must be a number >= 1 (1 = off), got {imbalance!r}")
+  per_class, imbalance = int(per_class), float(imbalance)
+  if not per_class and imbalance == 1.0:
+    return np.arange(len(labels))
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"{where}: 'per_class' / 'imbalance' need class labels, the dataset is a "
+                     "regression")
+  classes = np.unique(labels)
+  rows = {k: np.flatnonzero(labels == k) for k in classes.tolist()}
+  if per_class:
+    rows = {k: r[:per_class] for k, r in rows.items()}
+  if imbalance > 1.0 and len(classes) > 1:
+    n_max = max(len(r) for r in rows.values())
+    last = len(classes) - 1
+    rows = {k: r[:max(1, int(np.floor(n_max * imbalance ** (-c / last) + 1e-9)))]
+            for c, (k, r) in enumerate(sorted(rows.items()))}
+  return np.sort(np.concatenate(list(rows.values())))
+
+
+def train_subset_arrays(arrays, *, per_class=0, imbalance=1.0, where="data"):
+  """``{k: v[rows]}`` of the rows :func:`count_indices` keeps (``arrays`` itself if all)."""
+  if not per_class and float(imbalance) == 1.0:
+    return arrays
+  idx = count_indices(arrays["y"], per_class=per_class, imbalance=imbalance, where=where)
+  return {k: v[idx] for k, v in arrays.items()}
+
+
 def make_loader(name: str, split: str, *, global_batch_size: int, seed: int, shuffle=True,
                 num_epochs=None, drop_remainder=True, data_dir=None, worker_count=0,
-                shard_options=None, in_memory=False, classes=()):
+                shard_options=None, in_memory=False, classes=(), per_class=0, imbalance=1.0):
   """A resumable grain iterator of per-process batches ``{"x", "y"}`` of ``name/split``.
 
   Args:
@@ -189,6 +231,10 @@ def make_loader(name: str, split: str, *, global_batch_size: int, seed: int, shu
     classes: keep only the records of these class labels (e.g. few-shot pretraining on the
       base classes); empty = all. The order and the state format are unchanged, over the
       subset.
+    per_class, imbalance: a few-shot / long-tail subset of those records (after ``classes``;
+      :func:`count_indices`): the first ``per_class`` of each class, then the exponential
+      long-tail profile of ratio ``imbalance``; ``0`` / ``1.0`` = off. Same order and state
+      semantics, over the subset.
 
   Returns:
     A ``grain.DataLoaderIterator`` with ``get_state() -> bytes`` / ``set_state(bytes)``
@@ -204,18 +250,26 @@ def make_loader(name: str, split: str, *, global_batch_size: int, seed: int, shu
   desc = repr(data_source(name, split, data_dir=data_dir))
   if classes:
     desc += f" classes={sorted(int(k) for k in classes)}"
+  counted = bool(per_class) or float(imbalance) != 1.0
+  if counted:
+    desc += f" per_class={int(per_class)} imbalance={float(imbalance)}"
   if in_memory:
     arrays = subset_arrays(load_arrays(name, split, data_dir=data_dir), classes,
                            where="make_loader: 'classes'")
+    arrays = train_subset_arrays(arrays, per_class=per_class, imbalance=imbalance,
+                                 where="make_loader")
     source = _ArraySource(arrays, desc)
     ops = [grain.transforms.Batch(global_batch_size // shard_options.shard_count,
                                   drop_remainder=drop_remainder)]
   else:
     source = data_source(name, split, data_dir=data_dir)
-    if classes:
+    if classes or counted:
       labels = load_arrays(name, split, data_dir=data_dir)["y"]
-      source = _Subset(source, class_indices(labels, classes, where="make_loader: 'classes'"),
-                       desc)
+      idx = (class_indices(labels, classes, where="make_loader: 'classes'") if classes
+             else np.arange(len(labels)))
+      idx = idx[count_indices(labels[idx], per_class=per_class, imbalance=imbalance,
+                              where="make_loader")]
+      source = _Subset(source, idx, desc)
     ops = [_ToXY(name), grain.transforms.Batch(global_batch_size // shard_options.shard_count,
                                                drop_remainder=drop_remainder)]
   sampler = grain.samplers.IndexSampler(

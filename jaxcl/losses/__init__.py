@@ -14,6 +14,7 @@ from jaxcl.losses.beclr import beclr_loss
 from jaxcl.losses.crossentropy import softmax_cross_entropy
 from jaxcl.losses.hydra import hydra, hydra_gates, hydra_partners, init_hydra_gates
 from jaxcl.losses.infonce import clip_loss, info_nce
+from jaxcl.losses.label_contrast import label_contrast
 from jaxcl.losses.mochi import mochi_loss
 from jaxcl.losses.multiview import mv_average, mv_dhel, mv_info_nce
 from jaxcl.losses.ntxent import dcl, dclw, nt_xent
@@ -32,3 +33,4 @@ __all__ += ["swav_loss", "prototype_scores", "normalize_prototypes", "freeze_pro
 __all__ += ["supremix", "beclr_loss"]
 __all__ += ["softmax_cross_entropy"]
 __all__ += ["hydra", "hydra_partners", "hydra_gates", "init_hydra_gates"]
+__all__ += ["label_contrast"]

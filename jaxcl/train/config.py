@@ -46,6 +46,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.worker_count = 0
   c.data.in_memory = True     # embedded datasets: read once, serve from memory (same order)
   c.data.classes = ()         # train and evaluate on these class labels only; () = all
+  c.data.per_class = 0        # few-shot: first N training examples of each class; 0 = all
+  c.data.imbalance = 1.0      # long tail: class c keeps n_max * imbalance^(-c/(C-1)); 1 = off
 
   c.augment = ml_collections.ConfigDict()
   c.augment.kind = ""         # "" = the dataset's kind (signal1d, image, tabular)
@@ -226,9 +228,23 @@ def check_classes(config, info):
                       f"[0, {info.num_classes}) of dataset {info.name!r}")
 
 
+def check_train_subset(config, info):
+  """``config.data.per_class`` / ``config.data.imbalance`` (the training split's few-shot /
+  long-tail subset, :func:`jaxcl.data.count_indices`)."""
+  n, r = config.data.per_class, config.data.imbalance
+  if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    raise ConfigError(f"config.data.per_class must be an int >= 0 (0 = all), got {n!r}")
+  if isinstance(r, bool) or not isinstance(r, (int, float)) or not r >= 1.0:
+    raise ConfigError(f"config.data.imbalance must be a number >= 1 (1 = off), got {r!r}")
+  if (n or r != 1.0) and info.is_regression:
+    raise ConfigError(f"config.data.per_class / config.data.imbalance need class labels; "
+                      f"dataset {info.name!r} has regression targets")
+
+
 # Objective kinds whose learnable parameters embed the class labels (the CE classifier,
 # Hydra's label-embedding gate): config.loss.kwargs.num_classes must cover the dataset's.
 LABEL_EMBEDDING_KINDS = ("classifier", "gated")
+LABEL_EMBEDDING_KINDS += ("label_embedding",)  # label_contrast (primer)
 
 
 def check_label_embedding(config, info):
@@ -285,6 +301,7 @@ def validate(config, *, num_devices, num_processes):
   info = dataset_info(config)
   check_label_embedding(config, info)
   check_classes(config, info)
+  check_train_subset(config, info)
   for split in (config.data.train_split, config.data.eval_split):
     if info.splits and split not in info.splits:
       raise ConfigError(f"config.data: dataset {info.name!r} has no split {split!r} "

@@ -146,6 +146,19 @@ def objective_kwargs(name):
   return dict(OBJECTIVE_KWARGS.get(KINDS.get(name), {}))
 
 
+def class_count(value, fn):
+  """``num_classes`` of an objective that embeds the labels: an int >= 2 (not a bool)."""
+  import operator
+  try:
+    n = None if isinstance(value, bool) else operator.index(value)
+  except TypeError:
+    n = None
+  if n is None or n < 2:
+    raise ValueError(f"{fn}: 'num_classes' must be an int >= 2 (the dataset's number of "
+                     f"classes), got {value!r}")
+  return n
+
+
 def make_objective(name, kwargs, num_views, num_global_views=None):
   """``objective(z [B, K, D], labels [B], rng, axis_name) -> [B]`` for ``jaxcl.losses.<name>``
   (a :class:`ParamObjective` for the ``prototypes`` kind, whose first ``num_global_views``
@@ -265,18 +278,10 @@ def classifier_objective(kwargs):
   at 0; no projection, no freezing. The probe still reads the encoder output ``h``.
   """
   import math
-  import operator
   import jaxcl.losses
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("softmax_cross_entropy").items()}
-  try:
-    num_classes = None if isinstance(own["num_classes"], bool) else operator.index(
-        own["num_classes"])
-  except TypeError:
-    num_classes = None
-  if num_classes is None or num_classes < 2:
-    raise ValueError(f"classifier: 'num_classes' must be an int >= 2 (the dataset's number "
-                     f"of classes), got {own['num_classes']!r}")
+  num_classes = class_count(own["num_classes"], "classifier")
   loss = functools.partial(jaxcl.losses.softmax_cross_entropy, **kw)
 
   def logits(params, zv):
@@ -410,20 +415,12 @@ def hydra_objective(kwargs):
   ``hydra/gate_entropy`` (mean Bernoulli entropy, nats; ``ln 2`` when undecided).
   """
   import math
-  import operator
   import jaxcl.losses
   import importlib
   hydra_lib = importlib.import_module("jaxcl.losses.hydra")  # the name is the function
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("hydra").items()}
-  try:
-    num_classes = None if isinstance(own["num_classes"], bool) else operator.index(
-        own["num_classes"])
-  except TypeError:
-    num_classes = None
-  if num_classes is None or num_classes < 2:
-    raise ValueError(f"hydra: 'num_classes' must be an int >= 2 (the dataset's number of "
-                     f"classes), got {own['num_classes']!r}")
+  num_classes = class_count(own["num_classes"], "hydra")
   mode = own["partners"]
   if mode not in hydra_lib.PARTNER_MODES:
     raise ValueError(f"hydra: 'partners' must be one of {hydra_lib.PARTNER_MODES}, got {mode!r}")
@@ -478,18 +475,10 @@ def label_contrast_objective(kwargs):
   the loss. The probe still reads the encoder output ``h``.
   """
   import math
-  import operator
   import jaxcl.losses
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("label_contrast").items()}
-  try:
-    num_classes = None if isinstance(own["num_classes"], bool) else operator.index(
-        own["num_classes"])
-  except TypeError:
-    num_classes = None
-  if num_classes is None or num_classes < 2:
-    raise ValueError(f"label_contrast: 'num_classes' must be an int >= 2 (the dataset's number "
-                     f"of classes), got {own['num_classes']!r}")
+  num_classes = class_count(own["num_classes"], "label_contrast")
   loss = functools.partial(jaxcl.losses.label_contrast, **kw)
 
   def apply(params, z, labels, rng, axis_name):

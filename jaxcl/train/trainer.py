@@ -89,7 +89,14 @@ def _loader(config, split, shuffle=True):
                           seed=config.seed, shuffle=shuffle, num_epochs=None,
                           drop_remainder=True, data_dir=config.data.data_dir,
                           worker_count=config.data.worker_count, in_memory=config.data.in_memory,
-                          classes=tuple(config.data.classes))
+                          classes=tuple(config.data.classes), **_train_subset(config, split))
+
+
+def _train_subset(config, split):
+  """``per_class`` / ``imbalance`` of the training split (other splits stay whole)."""
+  if split != config.data.train_split:
+    return {}
+  return {"per_class": config.data.per_class, "imbalance": config.data.imbalance}
 
 
 def _print0(*args):
@@ -188,6 +195,10 @@ class Evaluator:
       self._data = tuple(data.subset_arrays(data.load_arrays(c.name, split, data_dir=c.data_dir),
                                             tuple(c.classes))
                          for split in (c.train_split, c.eval_split))
+      # Few-shot / long-tail: the training split (probe and kNN fit) only; the test split whole.
+      self._data = (data.train_subset_arrays(self._data[0], per_class=c.per_class,
+                                             imbalance=c.imbalance, where="config.data"),
+                    self._data[1])
     return self._data
 
   def _features(self, params, batch_stats, x):
