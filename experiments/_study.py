@@ -144,6 +144,20 @@ def quiet(config):
   return c
 
 
+def budget(c, smoke, *, steps, warmup, batch=None):
+  """The training budget of a study run: ``steps`` / ``warmup`` / ``batch`` (None: the
+  recipe's), one probe l2 and 100 probe steps; ``smoke`` = 3 steps at batch 32 with a small MLP
+  encoder (plumbing only: it compiles in a fraction of a CNN's time)."""
+  c.num_steps = 3 if smoke else steps
+  c.optim.warmup_steps = 1 if smoke else warmup
+  c.batch_size = 32 if smoke else (batch or c.batch_size)
+  if smoke:
+    c.model.encoder, c.model.encoder_kwargs = "mlp", {"hidden": (64,)}
+  c.eval.probe_l2 = (1e-4,)
+  c.eval.probe_steps = 10 if smoke else 100
+  return c
+
+
 def compile_cache():
   """Points JAX's persistent compilation cache at a directory private to this process.
 

@@ -48,14 +48,7 @@ def _config(method, regime, smoke):
   c.data.per_class = PER_CLASS if regime == "few-shot" else 0
   c.data.imbalance = IMBALANCE if regime == "long-tail" else 1.0
   c.optim.lr = LR
-  c.num_steps = 3 if smoke else STEPS
-  c.optim.warmup_steps = 1 if smoke else WARMUP
-  c.batch_size = 32 if smoke else BATCH
-  if smoke:  # plumbing only: the small MLP compiles in a fraction of the CNN's time
-    c.model.encoder, c.model.encoder_kwargs = "mlp", {"hidden": (64,)}
-  c.eval.probe_l2 = (1e-4,)
-  c.eval.probe_steps = 10 if smoke else 100
-  return c
+  return _study.budget(c, smoke, steps=STEPS, warmup=WARMUP, batch=BATCH)
 
 
 def settings(smoke):

@@ -39,14 +39,7 @@ def _config(method, lr, smoke):
                    "ce": {"num_classes": jaxcl.data.info(c.data.name).num_classes},
                    "simclr": {"temperature": T_NTXENT}}[method]
   c.optim.lr = lr
-  c.num_steps = 3 if smoke else STEPS
-  c.optim.warmup_steps = 1 if smoke else WARMUP
-  c.batch_size = 32 if smoke else c.batch_size
-  if smoke:  # plumbing only: the small MLP compiles in a fraction of the CNN's time
-    c.model.encoder, c.model.encoder_kwargs = "mlp", {"hidden": (64,)}
-  c.eval.probe_l2 = (1e-4,)
-  c.eval.probe_steps = 10 if smoke else 100
-  return c
+  return _study.budget(c, smoke, steps=STEPS, warmup=WARMUP)
 
 
 def settings(smoke):

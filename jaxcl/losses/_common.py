@@ -156,6 +156,19 @@ def candidate_mask(exclude_self=True, exclude_same_sample=False):
   return mask_fn
 
 
+def check_label_range(fn, labels, valid, k, of):
+  """``labels`` of valid rows must lie in ``[0, k)``: an error naming ``'labels'`` when they are
+  concrete; traced ones cannot be checked (callers give out-of-range rows a NaN value so the
+  trainer's NaN guard stops the run). Returns the in-range mask ``[B]``."""
+  in_range = (labels >= 0) & (labels < k)
+  if not isinstance(labels, jax.core.Tracer) and not isinstance(valid, jax.core.Tracer):
+    bad = np.asarray(valid & ~in_range)
+    if bad.any():
+      raise ValueError(f"{fn}: 'labels' must be in [0, {k}) ({of}), got "
+                       f"{np.asarray(labels)[bad][:5].tolist()}")
+  return in_range
+
+
 def finalize(loss, keep):
   """Zeroes rows not in ``keep`` (padding, rows without any candidate): value and gradient 0."""
   return jnp.where(keep, loss, 0.0)

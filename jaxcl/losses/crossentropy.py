@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxcl.losses import _common as c
 
@@ -44,12 +43,7 @@ def softmax_cross_entropy(logits, labels, *, valid=None, axis_name=None):
     raise ValueError(f"{fn}: 'logits' needs at least 2 classes, got shape {tuple(logits.shape)}")
   labels = c.labels_array(labels, b, fn)
   valid = c.valid_mask(valid, b, fn)
-  in_range = (labels >= 0) & (labels < k)
-  if not isinstance(labels, jax.core.Tracer) and not isinstance(valid, jax.core.Tracer):
-    bad = np.asarray(valid & ~in_range)
-    if bad.any():
-      raise ValueError(f"{fn}: 'labels' must be in [0, {k}) (the number of classes of "
-                       f"'logits'), got {np.asarray(labels)[bad][:5].tolist()}")
+  in_range = c.check_label_range(fn, labels, valid, k, "the number of classes of 'logits'")
   lg = logits.astype(jnp.float32)
   lse = jax.nn.logsumexp(lg, axis=-1)
   picked = jnp.take_along_axis(lg, jnp.clip(labels, 0, k - 1)[:, None], axis=-1)[:, 0]

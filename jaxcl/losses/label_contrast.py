@@ -50,7 +50,6 @@ import operator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxcl import collectives
 from jaxcl.kernels import contrastive_lse, logits
@@ -115,12 +114,7 @@ def label_contrast(z, label_embeddings, labels, *, form="softmax", temperature=0
                        f"labels) or None (all), got {num_negatives!r}")
     if rng is None:
       raise ValueError(f"{fn}: 'rng' is required to sample 'num_negatives' negative labels")
-  in_range = (labels >= 0) & (labels < k)
-  if not isinstance(labels, jax.core.Tracer) and not isinstance(valid, jax.core.Tracer):
-    bad = np.asarray(valid & ~in_range)
-    if bad.any():
-      raise ValueError(f"{fn}: 'labels' must be in [0, {k}) (the rows of 'label_embeddings'), "
-                       f"got {np.asarray(labels)[bad][:5].tolist()}")
+  in_range = c.check_label_range(fn, labels, valid, k, "the rows of 'label_embeddings'")
   y = jnp.clip(labels, 0, k - 1)
   scale = c.inv_temperature(temperature)
   q, keys = c.prepare(z, normalize), c.prepare(e, normalize)
