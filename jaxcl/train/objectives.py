@@ -112,6 +112,11 @@ class ParamObjective:
       DyCE memory), kept replicated in ``TrainState.objective_state`` and checkpointed; then
       ``apply(..., state=state)`` returns ``(per_example, new_state)``, the new state
       identical on every device.
+    takes_encoder: when true, ``apply`` also gets ``inputs`` (the K local views, a tuple of
+      ``[B_local, ...]`` arrays, the rows of ``z``) and ``encode(x, train=False) ->
+      (features, z)``: the model under the current parameters, differentiable (input-space
+      objectives: JEM / PGD samples, reconstruction by a decoder). ``train=True`` runs the
+      model in training mode and discards its BatchNorm statistics.
   """
   apply: Callable[..., jax.Array]
   init: Callable[[jax.Array, int], Any]
@@ -119,6 +124,7 @@ class ParamObjective:
   freeze_steps: int = 0
   health: Optional[Callable[..., dict]] = None
   init_state: Optional[Callable[[int], Any]] = None
+  takes_encoder: bool = False
 
 
 def takes_rng(fn):

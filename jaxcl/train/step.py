@@ -23,6 +23,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -176,11 +177,18 @@ def sharded_loss(model, objective, mesh, num_views=2, teacher_views="key"):
   objective gets ``z [B, 2K, D]``: the K online views, then the K teacher views.
 
   An objective with state (``ParamObjective.init_state``) gets ``state=obj_state`` and
-  returns its new state (replicated) as the fifth output; ``None`` otherwise.
+  returns its new state (replicated) as the fifth output; ``None`` otherwise. One with
+  ``takes_encoder`` also gets ``inputs=views`` (local) and ``encode(x, train=False)``.
   """
   with_params = hasattr(objective, "init")
   with_state = getattr(objective, "init_state", None) is not None
   every_view = teacher_views == "all"
+
+  def encode(variables, x, train=False):
+    if train:
+      out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+      return out
+    return model.apply(variables, x, train=False)
 
   def local(params, batch_stats, views, labels, rng, mo, obj_state, obj_params=None):
     b = views[0].shape[0]
@@ -211,6 +219,8 @@ def sharded_loss(model, objective, mesh, num_views=2, teacher_views="key"):
       queue = {} if mo["queue"] is None else {"queue": mo["queue"]}
       if with_state:
         queue["state"] = obj_state
+      if objective.takes_encoder:
+        queue["inputs"], queue["encode"] = views, functools.partial(encode, variables)
       per = objective.apply(obj_params, z, labels, rng, AXIS, **queue)
       if with_state:
         per, new_obj_state = per[0], jax.lax.stop_gradient(per[1])
