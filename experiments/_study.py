@@ -43,19 +43,23 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-def start(name, settings, argv=None):
+def start(name, settings, argv=None, measure=None, iterator=None):
   """Parses the flags and runs (or reads back) the study's grid of (setting, seed) configs.
 
   Returns ``(args, grid, seeds, rows, summary, machine_info)``; 3 seeds, 1 with ``--smoke``.
+  ``measure(config, workdir) -> dict`` (optional) adds a study's own metrics to every run's
+  row, from the finished run's directory (its checkpoints), before it is removed;
+  ``iterator(config)`` (optional) replaces the config's data loader (``jaxcl.train.train``'s
+  ``iterator=`` hook, e.g. an in-memory :class:`jaxcl.data.grouped.GroupedBatches`).
   """
   args = parse_args(argv)
   grid = settings(args.smoke)
   seeds = (0,) if args.smoke else (0, 1, 2)
-  rows, info = runs(name, args, grid, seeds)
+  rows, info = runs(name, args, grid, seeds, measure, iterator)
   return args, grid, seeds, rows, summarize(rows), info
 
 
-def runs(name, args, grid, seeds):
+def runs(name, args, grid, seeds, measure=None, iterator=None):
   """The grid's runs: trained now, or (``--replot``) read back with their machine info, or
   (``--from-rows``) gathered from the shards' rows file in grid order; ``--shard`` trains its
   part of the grid and exits."""
@@ -80,11 +84,12 @@ def runs(name, args, grid, seeds):
     os.makedirs(args.out, exist_ok=True)
     for label, config in grid[i::n]:
       if key(label) not in finished:
-        rows = run_grid([(label, config)], seeds, log=log)
+        rows = run_grid([(label, config)], seeds, log=log, measure=measure,
+                        iterator=iterator)
         with open(path, "a") as f:  # one write per setting: shards may share the file
           f.write("".join(json.dumps(r) + "\n" for r in rows))
     raise SystemExit(0)
-  return run_grid(grid, seeds, log=log), None
+  return run_grid(grid, seeds, log=log, measure=measure, iterator=iterator), None
 
 
 def missing_note(grid, seeds, rows):
@@ -178,7 +183,7 @@ def compile_cache():
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def run_grid(settings, seeds, log=print):
+def run_grid(settings, seeds, log=print, measure=None, iterator=None):
   """Trains every (setting, seed); returns one row of final metrics per run."""
   from jaxcl.train import logger, train
   compile_cache()
@@ -189,14 +194,15 @@ def run_grid(settings, seeds, log=print):
       c.seed = seed
       t0, cpu0 = time.time(), _cpu_seconds()
       with tempfile.TemporaryDirectory() as workdir:
-        final = train(c, workdir)["final"]
+        final = train(c, workdir, iterator=iterator and iterator(c))["final"]
         logged = logger.read_metrics(workdir)
+        extra = measure(c, workdir) if measure is not None else {}
       (res,) = final.values()
       # CPU seconds of this process (all its threads): unlike the wall time, roughly the same
       # whether or not other jobs share the machine; wall ~ cpu / cores on an idle machine.
       row = {"setting": label, "seed": seed, "wall_s": round(time.time() - t0, 2),
              "cpu_s": round(_cpu_seconds() - cpu0, 2),
-             **{k: res[k] for k in METRICS if k in res}}
+             **{k: res[k] for k in METRICS if k in res}, **extra}
       # The last logged training metrics (loss, objective health), as "train/<name>".
       row.update({f"train/{k}": v for k, v in (logged[-1] if logged else {}).items()
                   if k not in ("step", "time") and isinstance(v, (int, float))})

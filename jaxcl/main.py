@@ -30,6 +30,9 @@ def main(argv):
     if "mcl" in _CONFIG.value:  # multistage recipe (configs/mcl_*.py): stages of train()
       from jaxcl.recipes import mcl
       mcl.train(_CONFIG.value, _WORKDIR.value)
+    elif "coconut" in _CONFIG.value:  # class-incremental tasks (configs/coconut_*.py)
+      from jaxcl.recipes import coconut
+      coconut.train(_CONFIG.value, _WORKDIR.value)
     else:
       train(_CONFIG.value, _WORKDIR.value)
   except (ConfigError, NonFiniteLossError) as e:

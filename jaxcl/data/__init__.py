@@ -3,7 +3,9 @@
 Public API:
 
 * ``DATASETS``: ``("mnist1d", "digits", "wine", "breast_cancer", "diabetes", "ordinal", "digits_easy",
-  "cifar10")``.
+  "multilabel_protos", "digits_grating", "cifar10")`` (``multilabel_protos``: multi-hot
+  ``y [N, 20]``, ``DatasetInfo.multi_label``; ``digits_grating``: SepCLR's background /
+  target sets, extra label arrays ``orientation`` / ``digit`` / ``target``).
 * ``info(name) -> DatasetInfo`` (``name, kind, shape, num_classes, splits, embedded``).
 * ``load_arrays(name, split, *, data_dir=None) -> {"x": float32 [N, *shape], "y": [N]}``.
 * ``make_loader(name, split, *, global_batch_size, seed, shuffle=True, num_epochs=None,

@@ -37,6 +37,8 @@ _VERSION = "1.1.0"  # bump when a generator changes (1.1.0: ordinal; train25 spl
 def _features(info: catalog.DatasetInfo):
   y = (tfds.features.Tensor(shape=(), dtype=np.float32) if info.is_regression
        else tfds.features.ClassLabel(num_classes=info.num_classes))
+  if info.multi_label:  # a multi-hot label set per example
+    y = tfds.features.Tensor(shape=(info.num_classes,), dtype=np.int32)
   extra = {k: tfds.features.ClassLabel(num_classes=n) for k, n in info.extra_labels}
   return tfds.features.FeaturesDict(
       {"x": tfds.features.Tensor(shape=info.shape, dtype=np.float32), "y": y, **extra})

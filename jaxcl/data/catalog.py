@@ -29,6 +29,9 @@ class DatasetInfo:
     extra_labels: ``((name, num_classes), ...)`` further integer labels stored with each
       example (``load_arrays`` returns them under ``name``), e.g. the easy feature of
       ``digits_easy``.
+    multi_label: ``y`` is a multi-hot int32 row ``[num_classes]`` per example (a label *set*,
+      ``multilabel_protos``) instead of one class id; the built-in probe / kNN evaluation and
+      the class-subset options (``classes``, ``per_class``, ``imbalance``) do not apply.
   """
   name: str
   kind: str
@@ -37,6 +40,7 @@ class DatasetInfo:
   splits: Mapping[str, int]
   embedded: bool = True
   extra_labels: tuple[tuple[str, int], ...] = ()
+  multi_label: bool = False
 
   @property
   def is_regression(self) -> bool:
@@ -59,6 +63,16 @@ _INFOS = {
     # digits + an "easy" channel shared by both views (MCL's feature-suppression proxy).
     "digits_easy": DatasetInfo("digits_easy", "image", (8, 8, 2), 10,
                                {"train": 1437, "test": 360}, extra_labels=(("easy", 5),)),
+    # Background gratings vs grating + digit targets (SepCLR's contrastive-analysis proxy).
+    "digits_grating": DatasetInfo("digits_grating", "image", (8, 8, 1), 44,
+                                  {"train": 2874, "test": 720},
+                                  extra_labels=(("orientation", 4), ("digit", 11),
+                                                ("target", 2))),
+    # Label sets: relu(sum of label prototypes + noise), multi-hot y (LaSO's proxy, methods.md
+    # section 28); train holds only the 15 "seen" labels, val / test all 20.
+    "multilabel_protos": DatasetInfo("multilabel_protos", "tabular", (64,), 20,
+                                     {"train": 4000, "val": 1000, "test": 2000},
+                                     multi_label=True),
     "cifar10": DatasetInfo("cifar10", "image", (32, 32, 3), 10, {"train": 50000, "test": 10000},
                            embedded=False),
 }

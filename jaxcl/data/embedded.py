@@ -26,6 +26,30 @@
   ``round(ORDINAL_BINS_PER_STD * y / std(y))`` (float32, about -25..25), same 80/20 split
   and feature standardisation as the other tabular sets.
 
+* ``multilabel_protos`` (the synthetic multi-label proxy of LaSO, Alfassy et al. CVPR 2019,
+  arXiv 1902.09811, methods.md section 28): ``MULTILABEL_LABELS = 20`` label prototypes
+  ``mu_l ~ N(0, I_64)`` drawn from ``default_rng(MULTILABEL_SEED)``; each example draws a label
+  set ``L`` of ``|L| ~ U{1..4}`` distinct labels and ``x = relu(sum_{l in L} mu_l + eps)``,
+  ``eps ~ N(0, MULTILABEL_NOISE**2 I)`` (post-ReLU, like a backbone's features; not
+  standardised); ``y`` is the multi-hot ``[20]`` int32 row of ``L``. Labels ``0..14`` are the
+  "seen" ones: ``train`` (4000) draws its sets from them only, ``val`` (1000, for fitting
+  evaluation classifiers on real features) and ``test`` (2000) from all 20, so labels
+  ``15..19`` never occur in training. Each split has its own stream
+  ``default_rng([MULTILABEL_SEED, split index])``.
+
+* ``digits_grating`` (the contrastive-analysis proxy of SepCLR, Louiset et al. ICLR 2024,
+  arXiv 2402.11928, methods.md section 15): for each image of a ``digits`` split (same split)
+  one *background* image ``b = 0.5 g`` and one *target* image ``0.5 g' + 0.5 digit`` (in
+  [0, 1]), ``g`` / ``g'`` two independent sinusoidal gratings
+  ``0.5 + 0.5 a sin(2 pi f (col cos theta + row sin theta) + phi)`` with one of
+  ``GRATING_ORIENTATIONS = 4`` orientations ``theta = o pi / 4``, frequency ``f ~ U[0.2, 0.3]``
+  cycles per pixel, phase ``phi ~ U[0, 2 pi)``, amplitude ``a ~ U[0.7, 1]``, all drawn from
+  ``default_rng([GRATING_SEED, split index])``; rows then shuffled by the same stream (2874
+  train / 720 test, half background). ``y = o`` for background rows and ``o + 4 (1 + digit)``
+  for target rows (44 classes: ``y < 4`` is background, SepCLR's ``background_classes = 4``);
+  the factors are also stored as extra labels ``orientation`` (4), ``digit`` (11: 10 = none,
+  the background rows) and ``target`` (2).
+
 Every function returns ``{split: (x float32 [N, *shape], y int32 | float32 [N])}``, plus a
 dict of extra integer labels as a third element where the catalog lists ``extra_labels``, and
 is deterministic (same arrays in every process and on every call).
@@ -131,14 +155,76 @@ def _ordinal():
                        "test": (xte.astype(np.float32), yte)})
 
 
+MULTILABEL_SEED = 0
+MULTILABEL_LABELS = 20
+MULTILABEL_SEEN = 15
+MULTILABEL_DIM = 64
+MULTILABEL_NOISE = 1.0
+MULTILABEL_MAX_SET = 4
+
+
+def _multilabel_protos():
+  protos = np.random.default_rng(MULTILABEL_SEED).normal(
+      size=(MULTILABEL_LABELS, MULTILABEL_DIM))
+  out = {}
+  for i, (split, n, pool) in enumerate((("train", 4000, MULTILABEL_SEEN),
+                                        ("val", 1000, MULTILABEL_LABELS),
+                                        ("test", 2000, MULTILABEL_LABELS))):
+    rng = np.random.default_rng([MULTILABEL_SEED, i])
+    y = np.zeros((n, MULTILABEL_LABELS), np.int32)
+    for r, k in enumerate(rng.integers(1, MULTILABEL_MAX_SET + 1, n)):
+      y[r, rng.choice(pool, size=k, replace=False)] = 1
+    x = y @ protos + MULTILABEL_NOISE * rng.normal(size=(n, MULTILABEL_DIM))
+    out[split] = (np.maximum(x, 0.0).astype(np.float32), y)
+  return out
+
+
+GRATING_SEED = 2
+GRATING_ORIENTATIONS = 4
+
+
+def _gratings(rng, n):
+  """``n`` 8x8 gratings in [0, 0.5] (``0.5 g``) and their orientation classes."""
+  o = rng.integers(0, GRATING_ORIENTATIONS, n)
+  theta = (o * np.pi / GRATING_ORIENTATIONS)[:, None, None]
+  f = rng.uniform(0.2, 0.3, n)[:, None, None]
+  phase = rng.uniform(0.0, 2 * np.pi, n)[:, None, None]
+  amp = rng.uniform(0.7, 1.0, n)[:, None, None]
+  row, col = np.mgrid[0:8, 0:8].astype(np.float64)
+  g = 0.5 + 0.5 * amp * np.sin(2 * np.pi * f * (col * np.cos(theta) + row * np.sin(theta))
+                               + phase)
+  return 0.5 * g[..., None], o.astype(np.int32)
+
+
+def _digits_grating():
+  out = {}
+  for i, (split, (x, y)) in enumerate(_digits().items()):
+    rng = np.random.default_rng([GRATING_SEED, i])
+    n = len(y)
+    bg, o_bg = _gratings(rng, n)
+    tg, o_tg = _gratings(rng, n)
+    xs = np.concatenate([bg, tg + 0.5 * x])
+    target = np.r_[np.zeros(n, np.int32), np.ones(n, np.int32)]
+    orientation = np.r_[o_bg, o_tg]
+    digit = np.r_[np.full(n, 10, np.int32), y.astype(np.int32)]
+    label = orientation + GRATING_ORIENTATIONS * np.where(target == 1, 1 + digit, 0)
+    perm = rng.permutation(2 * n)
+    out[split] = (xs[perm].astype(np.float32), label[perm].astype(np.int32),
+                  {"orientation": orientation[perm], "digit": digit[perm],
+                   "target": target[perm]})
+  return out
+
+
 GENERATORS = {
     "mnist1d": _mnist1d,
     "digits": _digits,
     "digits_easy": _digits_easy,
+    "digits_grating": _digits_grating,
     "wine": _sk("load_wine"),
     "breast_cancer": _sk("load_breast_cancer"),
     "diabetes": _sk("load_diabetes", regression=True),
     "ordinal": _ordinal,
+    "multilabel_protos": _multilabel_protos,
 }
 
 

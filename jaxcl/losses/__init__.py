@@ -11,10 +11,13 @@ Conventions shared by every function here:
   * ``impl=`` selects the similarity kernel (``"dense"``, ``"blockwise"``, ``"ring"``, ``"auto"``).
 """
 from jaxcl.losses.beclr import beclr_loss
+from jaxcl.losses.coconut import coconut_mm, nspt
+from jaxcl.losses.core_tuning import contrast_head, core_tuning, core_tuning_pairs, init_contrast_head  # noqa: E501
 from jaxcl.losses.crossentropy import softmax_cross_entropy
 from jaxcl.losses.hydra import hydra, hydra_gates, hydra_partners, init_hydra_gates
 from jaxcl.losses.infonce import clip_loss, info_nce
 from jaxcl.losses.label_contrast import label_contrast
+from jaxcl.losses.laso import analytic_op, init_laso, laso_loss, laso_op, laso_partners
 from jaxcl.losses.mochi import mochi_loss
 from jaxcl.losses.multiview import mv_average, mv_dhel, mv_info_nce
 from jaxcl.losses.ntxent import dcl, dclw, nt_xent
@@ -34,3 +37,11 @@ __all__ += ["supremix", "beclr_loss"]
 __all__ += ["softmax_cross_entropy"]
 __all__ += ["hydra", "hydra_partners", "hydra_gates", "init_hydra_gates"]
 __all__ += ["label_contrast"]
+from jaxcl.losses.sepclr import sepclr, sepclr_align, sepclr_kjem, sepclr_terms, sepclr_uniformity
+__all__ += ["sepclr", "sepclr_terms", "sepclr_align", "sepclr_uniformity", "sepclr_kjem"]
+__all__ += ["nspt", "coconut_mm"]
+__all__ += ["core_tuning", "core_tuning_pairs", "init_contrast_head", "contrast_head"]
+__all__ += ["laso_loss", "init_laso", "laso_op", "analytic_op", "laso_partners"]
+from jaxcl.losses.cmim import a_mim, cmim, informative_embeddings, init_mim_decoder, mim_decoder, posterior_nce, posterior_sample, split_posterior  # noqa: E501,E402
+__all__ += ["cmim", "a_mim", "posterior_nce", "posterior_sample", "split_posterior", "init_mim_decoder", "mim_decoder", "informative_embeddings"]
+from jaxcl.losses.dat import dat_loss, lse_energy; __all__ += ["dat_loss", "lse_energy"]  # noqa: E402,E702

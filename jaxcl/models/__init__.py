@@ -14,6 +14,7 @@ Example:
 """
 from jaxcl.models.encoders import CNN1D, MLP, ResNet, ViT
 from jaxcl.models.heads import ContrastiveModel, PredictionHead, ProjectionHead
+from jaxcl.models.towers import MultiTower  # N towers on one input, outputs concatenated
 
 _ENCODERS = {
     "mlp": (MLP, {}),
@@ -42,3 +43,4 @@ def build_encoder(name: str, **kwargs):
 
 __all__ = ["ENCODERS", "build_encoder", "MLP", "CNN1D", "ResNet", "ViT", "ProjectionHead",
            "PredictionHead", "ContrastiveModel"]
+__all__ += ["MultiTower"]

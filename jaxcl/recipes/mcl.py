@@ -129,12 +129,13 @@ def grouped_objective(config):
   return objective
 
 
-def restore(config, stage_dir):
-  """``(state, parts)``: the latest train state of a stage, restored into ``setup``'s layout."""
+def restore(config, stage_dir, objective=None):
+  """``(state, parts)``: the latest train state of a stage, restored into ``setup``'s layout
+  (``objective``: the one the stage trained with, when not the config's)."""
   import orbax.checkpoint as ocp
   from jaxcl.train import checkpoint as ckpt
   from jaxcl.train import trainer
-  parts = trainer.setup(config)
+  parts = trainer.setup(config, objective=objective)
   mngr = ckpt.manager(os.path.abspath(os.path.join(stage_dir, "checkpoints")), use_async=False)
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                         parts["state"])

@@ -74,3 +74,62 @@ def restore_latest(mngr, abstract_state, iterator):
       state=ocp.args.StandardRestore(target),
       data=grain.checkpoint.CheckpointRestore(IteratorState(iterator))))
   return restored["state"]
+
+
+def restore_modules(workdir, state, modules):
+  """``state`` with the parameters and BatchNorm statistics of the top-level model ``modules``
+  (e.g. ``("encoder",)``) taken from the latest checkpoint in ``workdir/checkpoints``: the
+  start of a fine-tuning run (``config.init``). Everything else (the other modules, the
+  optimiser state, the objective's parameters, step and RNG) keeps its fresh initialisation;
+  an EMA teacher, when present, gets the same copy. Raises ``ValueError`` naming the module when
+  the checkpoint lacks it or its shapes differ, ``FileNotFoundError`` when there is no
+  checkpoint."""
+  import os
+  import flax.traverse_util as tu
+  import numpy as np
+  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"config.init.workdir={workdir!r} has no checkpoints directory "
+                            f"(train that run first)")
+  mngr = manager(directory, use_async=False)
+  step = mngr.latest_step()
+  if step is None:
+    mngr.close()
+    raise FileNotFoundError(f"config.init.workdir={workdir!r} has no finished checkpoint")
+  saved = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  mngr.close()
+  as_dict = lambda t: t if isinstance(t, dict) else dict(t or {})
+
+  def copy(target, source, what):
+    target, source = as_dict(target), as_dict(source)
+    out = dict(target)
+    for m in modules:
+      if m not in target:
+        if what == "batch_stats":
+          continue
+        raise ValueError(f"config.init.modules: the model has no module {m!r} (modules: "
+                         f"{sorted(target)})")
+      if m not in source:
+        raise ValueError(f"config.init.modules: the checkpoint in {workdir!r} has no {what} of "
+                         f"module {m!r} (it has {sorted(source)})")
+      t_flat, s_flat = tu.flatten_dict(as_dict(target[m])), tu.flatten_dict(as_dict(source[m]))
+      if set(t_flat) != set(s_flat) or any(np.shape(s_flat[k]) != t_flat[k].shape
+                                           for k in t_flat):
+        diff = {"/".join(k): (np.shape(s_flat.get(k)), t_flat[k].shape) for k in t_flat
+                if k not in s_flat or np.shape(s_flat[k]) != t_flat[k].shape}
+        raise ValueError(f"config.init.modules: {what} of module {m!r} in {workdir!r} do not "
+                         f"match the model's (checkpoint vs model shapes: {diff}, checkpoint "
+                         f"only: {sorted('/'.join(k) for k in set(s_flat) - set(t_flat))})")
+      new = {k: jax.device_put(np.asarray(s_flat[k], t_flat[k].dtype), t_flat[k].sharding)
+             for k in t_flat}
+      out[m] = tu.unflatten_dict(new)
+    return type(target)(out) if not isinstance(target, dict) else out
+
+  params = copy(state.params, saved["params"], "params")
+  stats = state.batch_stats
+  if stats:
+    stats = copy(stats, saved.get("batch_stats") or {}, "batch_stats")
+  new = state.replace(params=params, batch_stats=stats)
+  if state.ema is not None:
+    new = new.replace(ema={"params": params, "batch_stats": stats})
+  return new

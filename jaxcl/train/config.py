@@ -63,8 +63,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.encoder_kwargs = ml_collections.ConfigDict()  # kwargs of jaxcl.models.build_encoder
   c.model.head_hidden = 256
   c.model.head_out = 128
-  c.model.head_layers = 2
+  c.model.head_layers = 2     # 0: no projection head, z = h (fine-tuning objectives)
   c.model.head_bn = True
+  c.model.towers = 1          # N > 1: N independent encoder + head towers on the same input,
+                              # h and z concatenated (jaxcl.models.MultiTower; SepCLR)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "nt_xent"     # a jaxcl.losses function with an adapter (jaxcl/train/objectives.py)
@@ -97,6 +99,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint.every = 500
   c.checkpoint.keep = 2
   c.checkpoint.use_async = True
+
+  c.init = ml_collections.ConfigDict()  # fine-tuning: start from another run's weights
+  c.init.workdir = ""         # a finished run's workdir (its latest checkpoint); "" = off
+  c.init.modules = ("encoder",)  # top-level model modules copied (params + BatchNorm stats)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 0            # 0 = only at the end
@@ -243,8 +249,9 @@ def check_train_subset(config, info):
 
 # Objective kinds whose learnable parameters embed the class labels (the CE classifier,
 # Hydra's label-embedding gate): config.loss.kwargs.num_classes must cover the dataset's.
-LABEL_EMBEDDING_KINDS = ("classifier", "gated")
-LABEL_EMBEDDING_KINDS += ("label_embedding",)  # label_contrast (primer)
+# (label_embedding: primer's label_contrast; dat: z are the logits of num_classes classes;
+# finetune: core_tuning's classifier)
+LABEL_EMBEDDING_KINDS = ("classifier", "gated", "label_embedding", "dat", "finetune")
 
 
 def check_label_embedding(config, info):
@@ -260,6 +267,55 @@ def check_label_embedding(config, info):
   if isinstance(n, int) and not isinstance(n, bool) and n < info.num_classes:
     raise ConfigError(f"config.loss.kwargs.num_classes={n} is smaller than the "
                       f"{info.num_classes} classes of dataset {info.name!r}")
+
+
+def check_init(config):
+  """``config.init`` (fine-tuning from another run's checkpoint): the checkpoint itself is read
+  (and its modules' shapes checked) when training starts."""
+  if "init" not in config:
+    return
+  w, mods = config.init.workdir, config.init.modules
+  if not isinstance(w, str):
+    raise ConfigError(f"config.init.workdir must be a path string ('' = off), got {w!r}")
+  if isinstance(mods, str) or not mods or not all(isinstance(m, str) and m for m in mods):
+    raise ConfigError(f"config.init.modules must be a non-empty tuple of module names (e.g. "
+                      f"('encoder',)), got {mods!r}")
+
+
+# Objective kinds that take the multi-hot [B, C] label sets of a multi_label dataset (LaSO).
+MULTI_LABEL_KINDS = ("laso",)
+
+
+def check_multi_label(config, info):
+  """A ``multi_label`` dataset (``y`` multi-hot ``[C]`` rows) goes with a multi-label objective
+  and without the built-in probe / kNN evaluation and class-subset options (they need one class
+  id per example), and vice versa."""
+  from jaxcl.train import objectives
+  kind = objectives.KINDS.get(config.loss.name)
+  if kind in MULTI_LABEL_KINDS and not info.multi_label:
+    raise ConfigError(f"config.loss.name={config.loss.name!r} needs multi-hot label sets: "
+                      f"dataset {info.name!r} has one class per example (multi-label: "
+                      f"{_multi_label_datasets()})")
+  if not info.multi_label:
+    return
+  if kind not in MULTI_LABEL_KINDS:
+    names = [k for k, v in objectives.KINDS.items() if v in MULTI_LABEL_KINDS]
+    raise ConfigError(f"config.data.name={info.name!r} has multi-hot label sets; loss "
+                      f"{config.loss.name!r} takes one class per example (multi-label "
+                      f"losses: {names})")
+  if config.eval.at_end or config.eval.every:
+    raise ConfigError(f"config.eval: the built-in probe / kNN evaluation needs one class per "
+                      f"example; dataset {info.name!r} is multi-label: set config.eval.at_end="
+                      f"False and config.eval.every=0 (evaluate the objective's outputs "
+                      f"instead, e.g. experiments/laso.py)")
+  if tuple(config.data.classes) or config.data.per_class or config.data.imbalance != 1.0:
+    raise ConfigError(f"config.data.classes / per_class / imbalance select by class id; "
+                      f"dataset {info.name!r} is multi-label")
+
+
+def _multi_label_datasets():
+  import jaxcl.data
+  return [n for n in jaxcl.data.DATASETS if jaxcl.data.info(n).multi_label]
 
 
 def check_batch(config, num_devices, num_processes):
@@ -300,8 +356,10 @@ def validate(config, *, num_devices, num_processes):
   check_batch(config, num_devices, num_processes)
   info = dataset_info(config)
   check_label_embedding(config, info)
+  check_multi_label(config, info)
   check_classes(config, info)
   check_train_subset(config, info)
+  check_init(config)
   for split in (config.data.train_split, config.data.eval_split):
     if info.splits and split not in info.splits:
       raise ConfigError(f"config.data: dataset {info.name!r} has no split {split!r} "

@@ -31,6 +31,9 @@ that function from ``config.loss.name`` and ``config.loss.kwargs`` by the loss's
 * ``label_embedding`` (label_contrast): a :class:`ParamObjective` that owns learnable label
   embeddings ``E [num_classes, D]``, the candidates of every view's rows (extra
   ``config.loss.kwargs``: ``num_classes``, required; :func:`label_contrast_objective`).
+* ``dat`` (dat_loss): a :class:`ParamObjective` with ``takes_encoder``: ``z`` are the model's
+  class logits; it runs the PGD sampler / attack of :mod:`jaxcl.pgd` through the model and keeps
+  the T curriculum as its state (:func:`dat_objective`).
 
 An objective with learnable parameters of its own is a :class:`ParamObjective`: the trainer
 keeps its parameters in ``TrainState.objective_params`` (replicated), calls ``project`` on them
@@ -95,6 +98,30 @@ OBJECTIVE_KWARGS["gated"] = {"num_classes": None, "partners": "arbitrary", "gate
 # (label_contrast_objective).
 KINDS["label_contrast"] = "label_embedding"
 OBJECTIVE_KWARGS["label_embedding"] = {"num_classes": None}  # required: the dataset's classes
+# Core-tuning (fine-tuning): a linear classifier (no bias) and the contrastive head g on the
+# encoder features z = h (config.model.head_layers = 0) (core_tuning_objective).
+KINDS["core_tuning"] = "finetune"
+OBJECTIVE_KWARGS["finetune"] = {"num_classes": None, "contrast_dim": 256, "contrast_hidden": 0}
+# LaSO (jaxcl/losses/laso.py): the op networks + multi-label classifier on z, multi-hot labels
+# [B, C] from a multi_label dataset; label columns >= num_labels are not classified
+# (laso_objective).
+KINDS["laso_loss"] = "laso"
+OBJECTIVE_KWARGS["laso"] = {"num_labels": None, "layers": 1}
+# SepCLR: z = [c | s] (config.model.towers = 2) and the background / target flag from the
+# labels (labels < background_classes = background), both views (jaxcl/losses/sepclr.py).
+KINDS["sepclr"] = "labels"
+# DAT (jaxcl/losses/dat.py): z = the classifier's logits; the objective runs the PGD sampler and
+# attack through the model (takes_encoder) and keeps the T curriculum as state (dat_objective).
+KINDS["dat_loss"] = "dat"
+OBJECTIVE_KWARGS["dat"] = {"num_classes": None, "stage1_steps": 0, "sample_steps_start": 0,
+                           "sample_steps_max": 20, "sample_step_size": 0.2,
+                           "sample_init": "uniform", "auc_threshold": 0.8, "auc_window": 8,
+                           "adv_steps": 10, "adv_step_size": 0.25, "adv_eps": 1.0,
+                           "box": (0.0, 1.0)}
+# cMIM / A-MIM (jaxcl/losses/cmim.py): z = [mean | logvar]; the objective owns the MLP decoder and
+# reconstructs the input view 0 (takes_encoder; cmim_objective).
+KINDS["cmim"] = "mim"
+OBJECTIVE_KWARGS["mim"] = {"input_dim": None, "decoder_hidden": (256, 256)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +169,16 @@ def reserved_kwargs(name, fn):
     out += ("logits", "labels", "valid")
   if KINDS.get(name) == "gated":
     out += ("labels", "partner_labels", "gates", "valid")
+  if KINDS.get(name) == "dat":
+    out += ("real_logits", "sample_logits", "adv_logits", "labels", "valid")
   if KINDS.get(name) == "label_embedding":
     out += ("label_embeddings", "labels", "valid")
+  if KINDS.get(name) == "finetune":
+    out += ("classifier", "head", "labels", "valid")
+  if KINDS.get(name) == "mim":
+    out += ("x", "logits", "z", "mean", "logvar", "valid")
+  if KINDS.get(name) == "laso":
+    out += ("params", "features", "labels", "partners", "valid")
   return out + (("labels",) if KINDS.get(name) == "labels" else ())
 
 
@@ -182,8 +217,16 @@ def make_objective(name, kwargs, num_views, num_global_views=None):
     return classifier_objective(kwargs)
   if KINDS[name] == "gated":
     return hydra_objective(kwargs)
+  if KINDS[name] == "dat":
+    return dat_objective(kwargs)
   if KINDS[name] == "label_embedding":
     return label_contrast_objective(kwargs)
+  if KINDS[name] == "finetune":
+    return core_tuning_objective(kwargs)
+  if KINDS[name] == "mim":
+    return cmim_objective(kwargs)
+  if KINDS[name] == "laso":
+    return laso_objective(kwargs)
   fn = functools.partial(getattr(jaxcl.losses, name), **dict(kwargs))
   kind, with_rng = KINDS[name], takes_rng(fn.func)
 
@@ -498,3 +541,251 @@ def label_contrast_objective(kwargs):
                                 / math.sqrt(dim)}
 
   return ParamObjective(apply=apply, init=init)
+
+
+def laso_objective(kwargs):
+  """LaSO (Alfassy et al., arXiv 1902.09811) as a :class:`ParamObjective` that owns the three
+  label-set operation networks and the multi-label classifier (:func:`jaxcl.losses.init_laso`,
+  ``layers`` residual layers each) on the embedding ``z`` of view 0 (the other views are not
+  used; LaSO pairs *different* rows of the batch)::
+
+      L_i = laso_loss(params, z[:, 0], labels[:, :num_labels])_i
+
+  ``labels`` must be the multi-hot ``[B, C]`` label sets of a ``multi_label`` dataset
+  (``multilabel_protos``); the classifier covers labels ``0 .. num_labels - 1`` (required,
+  ``config.loss.kwargs``), later columns (labels never seen in training) are dropped. The other
+  kwargs (``pairing``, ``weights``, ``detach_classifier``, ``norm``) go to
+  :func:`jaxcl.losses.laso_loss`; ``pairing="permutation"`` draws from the step's key.
+  """
+  import jaxcl.losses
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("laso_loss").items()}
+  num_labels = own["num_labels"]
+  if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+    raise ValueError(f"laso: 'num_labels' must be an int >= 1 (the labels the classifier "
+                     f"covers), got {num_labels!r}")
+  layers = own["layers"]
+  if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+    raise ValueError(f"laso: 'layers' must be an int >= 0, got {layers!r}")
+  if "weights" in kw:
+    kw["weights"] = dict(kw["weights"])
+    jaxcl.losses.laso.check_weights(kw["weights"], "laso")
+  loss = functools.partial(jaxcl.losses.laso_loss, **kw)
+
+  def apply(params, z, labels, rng, axis_name):
+    if labels.ndim != 2 or labels.shape[1] < num_labels:
+      raise ValueError(f"laso: labels must be multi-hot label sets [B, C >= num_labels="
+                       f"{num_labels}] (a multi_label dataset, e.g. multilabel_protos), got "
+                       f"shape {tuple(labels.shape)}")
+    return loss(params, z[:, 0], labels[:, :num_labels], rng=rng, axis_name=axis_name)
+
+  def init(rng, dim):
+    return jaxcl.losses.init_laso(rng, dim, num_labels, layers=layers)
+
+  return ParamObjective(apply=apply, init=init)
+
+
+def cmim_objective(kwargs):
+  """cMIM / A-MIM (Livne, arXiv 2411.10548 / 2509.21511; MIM arXiv 1910.03175) as a
+  :class:`ParamObjective` that owns the decoder ``p(x|z)`` (an MLP, Bernoulli logits,
+  :func:`jaxcl.losses.init_mim_decoder`; ``decoder_hidden`` widths) and gets the input views
+  (``takes_encoder``). The model's output ``z[:, 0]`` (view 0) is the posterior
+  ``[mean | logvar]`` (``config.model.head_out`` = 2 x latent, even); per step::
+
+      z_i    = mean_i + exp(logvar_i / 2) eps_i      eps_i from fold_in(rng, global row i)
+      L_i    = cmim(x_i, decoder(z_i), z_i, mean_i, logvar_i)      x = inputs[0], flattened
+
+  (:func:`jaxcl.losses.cmim`: A-MIM + ``contrastive_weight`` x the posterior InfoNCE over the
+  global batch; ``contrastive_weight=0`` is A-MIM). Only view 0 is used: no augmentation is
+  needed (set the views to the identity; ``views.num = 2`` is the trainer's minimum, view 1 is
+  encoded and ignored). ``input_dim`` (required) is the flattened input size the decoder
+  outputs. Health: ``cmim/logvar`` (mean posterior log-variance over the global batch).
+  """
+  import importlib
+  import operator
+  lib = importlib.import_module("jaxcl.losses.cmim")  # the name is the function
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("cmim").items()}
+  try:
+    input_dim = None if isinstance(own["input_dim"], bool) else operator.index(own["input_dim"])
+  except TypeError:
+    input_dim = None
+  if input_dim is None or input_dim < 1:
+    raise ValueError(f"cmim: 'input_dim' must be an int >= 1 (the flattened input size the "
+                     f"decoder reconstructs), got {own['input_dim']!r}")
+  hidden = tuple(own["decoder_hidden"])
+  if not all(isinstance(h, int) and h >= 1 for h in hidden):
+    raise ValueError(f"cmim: 'decoder_hidden' must be widths >= 1, got {hidden!r}")
+  loss = functools.partial(lib.cmim, **kw)
+
+  def init(rng, dim):
+    if dim % 2:
+      raise ValueError(f"cmim: the model's output width must be even ([mean | logvar], "
+                       f"config.model.head_out = 2 x latent), got {dim}")
+    return lib.init_mim_decoder(rng, dim // 2, input_dim, hidden=hidden)
+
+  def apply(params, z, labels, rng, axis_name, *, inputs, encode):
+    del labels, encode
+    x = inputs[0].reshape(inputs[0].shape[0], -1)
+    if x.shape[1] != input_dim:
+      raise ValueError(f"cmim: 'input_dim' is {input_dim} but the inputs have "
+                       f"{x.shape[1]} values per example")
+    mean, logvar = lib.split_posterior(z[:, 0])
+    zs = lib.posterior_sample(mean, logvar, rng, axis_name)
+    return loss(x, lib.mim_decoder(params, zs), zs, mean, logvar, axis_name=axis_name)
+
+  def health(params, z, axis_name):
+    del params
+    from jaxcl import collectives
+    _, logvar = lib.split_posterior(z[:, 0])
+    n = collectives.psum(jnp.float32(logvar.size), axis_name)
+    return {"cmim/logvar": collectives.psum(jnp.sum(logvar), axis_name) / n}
+
+  return ParamObjective(apply=apply, init=init, health=health, takes_encoder=True)
+
+
+def core_tuning_objective(kwargs):
+  """Core-tuning (Zhang et al., arXiv 2102.06605) as a :class:`ParamObjective` that owns the
+  fine-tuning heads: the linear classifier ``W [num_classes, D]`` (no bias, as the reference;
+  ``U(+-1/sqrt(D))``) and the contrastive head ``g = Linear(D, contrast_hidden) - ReLU -
+  Linear(contrast_hidden, contrast_dim)`` (:func:`jaxcl.losses.init_contrast_head`; reference
+  ``D`` and 256; ``contrast_hidden=0`` means ``D``), both on ``z``, which the recipe makes the
+  encoder features (``config.model.head_layers = 0``: no projection head, ``z = h``, as the
+  reference's classifier and contrastor sit on the backbone features). Every view's rows are
+  rows of the batch (sample-major, so the global row order does not depend on the device
+  count), each with its sample's label::
+
+      L_i = 1/K sum_v core_tuning(z.reshape(B K, D), repeat(y, K), W, g, rng)_(i, v)
+
+  (:func:`jaxcl.losses.core_tuning`; with ``K = 2`` a sample's other view is one of its
+  positives). Extra ``config.loss.kwargs``: ``num_classes`` (required), ``contrast_dim``,
+  ``contrast_hidden``; the rest go to the loss (``eta``, ``temperature``, ``mixup``,
+  ``focal``, ``reproduce_code``, ...), so ``eta=0, mixup=False`` is the CE fine-tuning
+  baseline with the same classifier. The probe still reads the encoder output ``h``.
+  """
+  import math
+  import jaxcl.losses
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("core_tuning").items()}
+  num_classes = class_count(own["num_classes"], "core_tuning")
+  out, hidden = int(own["contrast_dim"]), int(own["contrast_hidden"])
+  if out < 1 or hidden < 0:
+    raise ValueError(f"core_tuning: 'contrast_dim' must be >= 1 and 'contrast_hidden' >= 0 "
+                     f"(0 = the feature size), got {out}, {hidden}")
+  loss = functools.partial(jaxcl.losses.core_tuning, **kw)
+
+  def apply(params, z, labels, rng, axis_name):
+    b, k, d = z.shape
+    head = functools.partial(jaxcl.losses.contrast_head, params["head"])
+    per = loss(z.reshape(b * k, d), jnp.repeat(labels, k), params["classifier"], head, rng=rng,
+               axis_name=axis_name)
+    return jnp.mean(per.reshape(b, k), axis=1)
+
+  def init(rng, dim):
+    k1, k2 = jax.random.split(rng)
+    w = jax.random.uniform(k1, (num_classes, dim), jnp.float32, -1.0, 1.0) / math.sqrt(dim)
+    return {"classifier": w,
+            "head": jaxcl.losses.init_contrast_head(k2, dim, hidden=hidden, out=out)}
+
+  return ParamObjective(apply=apply, init=init)
+
+
+def dat_objective(kwargs):
+  """Dual Adversarial Training (arXiv 2510.13872, :func:`jaxcl.losses.dat_loss`) as a
+  :class:`ParamObjective` with ``takes_encoder``: the model is the classifier (``z [B, K, C]``
+  = its logits, so ``config.model.head_out`` must equal ``num_classes``; no parameters of its
+  own) and the objective runs, inside the step, through ``encode`` (the model under the
+  current parameters):
+
+  1. contrastive samples: OOD starts (``sample_init``: ``uniform`` noise in ``box`` or the
+     batch's digits with shuffled pixels, :func:`jaxcl.pgd.ood_starts`) paired with the batch
+     labels, ``T`` steps of class-conditional L2-normalised ascent (``sample_step_size``,
+     ``eps = inf``, model in inference mode, no gradient through the samples);
+  2. adversarial rows: untargeted L2-PGD on the CE of view 1 (``adv_steps``,
+     ``adv_step_size``, ``adv_eps``; ``adv_steps = 0``: clean view 1, plain CE);
+  3. ``dat_loss(z[:, 0], f(samples), f(adv rows), y)`` (``bce_weight``, ``clf_weight`` in
+     ``config.loss.kwargs``; ``bce_weight = 0``: no sampler at all, PGD-AT / CE).
+
+  Two stages in one run: for the first ``stage1_steps`` steps the EBM term is off (weight 0,
+  ``T = 0``: PGD-AT), then DAT starts from that classifier (the reference's stage 2 initialised
+  from an adversarially trained checkpoint; here its optimiser state carries over).
+
+  The T curriculum is the objective's state (replicated, checkpointed): ``T`` starts at
+  ``sample_steps_start``; every stage-2 step records the AUC of ``LSE f`` on the global
+  batch's real rows vs its samples; when the last ``auc_window`` batches' mean AUC since ``T``
+  last changed is >= ``auc_threshold``, ``T += 1`` (up to ``sample_steps_max``) and the window
+  restarts (the reference: a deque of batch AUCs holding ``min_imgs_per_threshold`` images,
+  0.8). ``T`` is traced, so the sampler is a ``while_loop`` and no recompilation happens.
+  State: ``{"steps", "T", "aucs" [auc_window], "count", "auc"}`` (the last batch AUC).
+  """
+  import jaxcl.losses
+  from jaxcl import collectives, pgd
+  from jaxcl.losses import dat as dat_lib
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("dat_loss").items()}
+  num_classes = class_count(own["num_classes"], "dat")
+  ints = {k: own[k] for k in ("stage1_steps", "sample_steps_start", "sample_steps_max",
+                              "auc_window", "adv_steps")}
+  for k, v in ints.items():
+    if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k == "auc_window" else 0):
+      raise ValueError(f"dat: {k!r} must be an int >= {1 if k == 'auc_window' else 0}, got "
+                       f"{v!r}")
+  t_start, t_max, window = ints["sample_steps_start"], ints["sample_steps_max"], ints["auc_window"]
+  if t_start > t_max:
+    raise ValueError(f"dat: 'sample_steps_start' ({t_start}) > 'sample_steps_max' ({t_max})")
+  for k in ("sample_step_size", "adv_step_size", "adv_eps"):
+    if not float(own[k]) > 0:
+      raise ValueError(f"dat: {k!r} must be > 0, got {own[k]!r}")
+  if own["sample_init"] not in pgd.OOD_KINDS:
+    raise ValueError(f"dat: 'sample_init' must be one of {pgd.OOD_KINDS}, got "
+                     f"{own['sample_init']!r}")
+  box = tuple(float(v) for v in own["box"])
+  if len(box) != 2 or not box[0] < box[1]:
+    raise ValueError(f"dat: 'box' must be (lo, hi) with lo < hi, got {own['box']!r}")
+  threshold = float(own["auc_threshold"])
+  bce_weight = float(kw.pop("bce_weight", 1.0))
+  loss = functools.partial(jaxcl.losses.dat_loss, **kw)
+  ebm, adv_steps, stage1 = bce_weight > 0, ints["adv_steps"], ints["stage1_steps"]
+
+  def init(rng, dim):
+    del rng
+    if dim != num_classes:
+      raise ValueError(f"dat: the model's output z is the classifier's logits, so its width "
+                       f"(config.model.head_out = {dim}) must equal num_classes ({num_classes})")
+    return {}
+
+  def init_state(dim):
+    del dim
+    return dat_lib.curriculum_init(t_start, window)
+
+  def apply(params, z, labels, rng, axis_name, *, state, inputs, encode):
+    del params
+    x_real, x_clf = inputs[0], inputs[min(1, len(inputs) - 1)]
+    if adv_steps:
+      x_adv = pgd.attack_ce(lambda x: encode(x, train=True)[1], x_clf, labels, steps=adv_steps,
+                            step_size=float(own["adv_step_size"]),
+                            eps=float(own["adv_eps"]), box=box)
+      adv_logits = encode(x_adv, train=True)[1]
+    else:
+      adv_logits = z[:, min(1, z.shape[1] - 1)]
+    new = dict(state, steps=state["steps"] + 1)
+    if not ebm:
+      return loss(None, None, adv_logits, labels), new
+    stage2 = state["steps"] >= stage1
+    t = jnp.where(stage2, state["T"], 0)
+    index = collectives.global_row_index(x_real.shape[0], axis_name)
+    x0 = pgd.ood_starts(rng, x_real, index, own["sample_init"], box)
+    samples = pgd.sample_class_conditional(lambda x: encode(x, train=False)[1], x0, labels,
+                                           steps=t, step_size=float(own["sample_step_size"]),
+                                           box=box)
+    sample_logits = encode(samples, train=True)[1]
+    real_logits = z[:, 0]
+    per = loss(real_logits, sample_logits, adv_logits, labels,
+               bce_weight=jnp.where(stage2, bce_weight, 0.0))
+    energy = lambda lg: jax.lax.stop_gradient(dat_lib.lse_energy(lg))
+    batch_auc = pgd.auc(energy(real_logits), energy(sample_logits), axis_name)
+    upd = dat_lib.curriculum_update(new, batch_auc, threshold=threshold, max_steps=t_max)
+    new = jax.tree.map(lambda a, b: jnp.where(stage2, a, b), upd, new)
+    return per, new
+
+  return ParamObjective(apply=apply, init=init, init_state=init_state, takes_encoder=True)

@@ -69,13 +69,22 @@ def build_model(model_config, bn_axis_name=None):
   head = models.ProjectionHead(hidden=model_config.head_hidden, out=model_config.head_out,
                                num_layers=model_config.head_layers, use_bn=model_config.head_bn,
                                bn_axis_name=bn_axis_name)
+  if model_config.head_layers == 0:  # no projection head: z = h (fine-tuning objectives with
+    head = None                      # heads of their own, e.g. Core-tuning)
+  towers = model_config.get("towers", 1)
+  if isinstance(towers, bool) or not isinstance(towers, int) or towers < 1:
+    raise ValueError(f"config.model.towers must be an int >= 1, got {towers!r}")
+  if towers > 1:  # independent copies (own parameters), outputs concatenated
+    return models.MultiTower(tuple(models.ContrastiveModel(encoder.clone(),
+                                                          head and head.clone())
+                                   for _ in range(towers)))
   return models.ContrastiveModel(encoder, head)
 
 
 def init_variables(model, rng, example_shape):
   x = jnp.zeros((2,) + tuple(example_shape), jnp.float32)
   variables = model.init(jax.random.fold_in(rng, 1), x, train=False)
-  return variables["params"], variables.get("batch_stats", {})
+  return variables.get("params", {}), variables.get("batch_stats", {})  # {}: no parameters
 
 
 def init_objective_params(objective, model, rng, example_shape):

@@ -104,12 +104,18 @@ def _print0(*args):
     print(*args, flush=True)
 
 
-def train(config, workdir, *, iterator=None, objective=None):
+def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
   """Trains (resuming if ``workdir`` has checkpoints) and evaluates. Returns the eval dict.
 
   ``iterator`` (per-process batches ``{"x", "y"}`` with ``get_state``/``set_state``, e.g.
   MCL's cluster-homogeneous :class:`jaxcl.data.grouped.GroupedBatches`) replaces the config's
-  loader and ``objective`` its objective adapter (see :func:`setup`).
+  loader and ``objective`` its objective adapter (see :func:`setup`). ``warm_start(state) ->
+  state`` is applied once to the freshly initialised state when ``workdir`` has no checkpoint
+  yet (not on resume), e.g. to start from another run's parameters (the tasks of
+  :mod:`jaxcl.recipes.coconut`); it must keep the state's structure and is placed on its
+  shardings. Off (``None``) by default. With ``config.init.workdir`` set (and no
+  ``warm_start``) the top-level modules ``config.init.modules`` are copied from that run's
+  latest checkpoint (:func:`jaxcl.train.checkpoint.restore_modules`: fine-tuning).
   """
   distributed.maybe_initialize(config.distributed)
   parts = setup(config, objective=objective)
@@ -118,10 +124,16 @@ def train(config, workdir, *, iterator=None, objective=None):
   iterator = _loader(config, config.data.train_split) if iterator is None else iterator
   mngr = ckpt.manager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                       keep=config.checkpoint.keep, use_async=config.checkpoint.use_async)
+  init = config.get("init")
+  if warm_start is None and init is not None and init.workdir:  # fine-tuning (config.init)
+    warm_start = functools.partial(ckpt.restore_modules, init.workdir,
+                                   modules=tuple(init.modules))
   restored = ckpt.restore_latest(mngr, state, iterator)
   if restored is not None:
     state = restored
     _print0(f"resumed from step {int(state.step)} in {workdir}/checkpoints")
+  elif warm_start is not None:
+    state = jax.device_put(warm_start(state), parts["shardings"])
   start = int(state.step)
   evaluator = Evaluator(config, parts, workdir)
   writer = logger.MetricWriter(workdir)
