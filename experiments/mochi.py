@@ -12,7 +12,6 @@ configs/moco_digits.py); MoCHi(64, 64, 32) on MoCo, mining the queue (configs/mo
 
 ``python -m experiments.mochi [--smoke] [--replot]``
 """
-import os
 import tempfile
 import time
 

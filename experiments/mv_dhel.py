@@ -59,7 +59,7 @@ def verdict(summary, ks, labels):
   best_acc = [k for k in ks if all(beats(acc, k, l) for l in others)]
   pct = lambda m: f"{100 * m[0]:.2f} ± {100 * m[1]:.2f}%"
   parts = [
-      f"MV-DHEL linear probe by K: " + ", ".join(f"K={k}: {pct(acc[(k, 'mv_dhel')])}" for k in ks)
+      "MV-DHEL linear probe by K: " + ", ".join(f"K={k}: {pct(acc[(k, 'mv_dhel')])}" for k in ks)
       + f"; K={ks[0]} → K={ks[-1]}: {100 * (a1[0] - a0[0]):+.2f} points"
       + _study.spread_note(a1, a0) + ".",
       "Linear probe of the best baseline at each K: " + "; ".join(

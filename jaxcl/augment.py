@@ -21,6 +21,10 @@ views. Everything is ``jit``-able and meant to run inside the jitted train step.
 * ``"tabular"`` (``x[B, F]``, standardised): Gaussian feature noise and feature dropout
   (a dropped feature is set to ``mask_value``, the train mean ``0`` after standardisation).
 
+* ``"tokens"`` (``x[B, L]`` token ids as float32, ``0`` = padding): token masking / dropping,
+  off by default; ``make_multimodal_view_fn`` applies the view of each modality's kind to its
+  block of a multimodal example.
+
 ``multi_crop`` draws SwAV's 2 global + k local crops (Caron et al. 2020, arXiv 2006.09882) of
 images or 1-D signals.
 
@@ -43,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ("signal1d", "image", "tabular")
+KINDS = ("signal1d", "image", "tabular", "tokens")
 
 SIGNAL1D_DEFAULTS = dict(
     max_shift=0.5,         # |d| <= max_shift * L (MNIST-1D translates by up to ~0.65 L)
@@ -66,9 +70,10 @@ IMAGE_DEFAULTS = dict(
     shift=0, erase_prob=0.0, erase_scale=(0.02, 0.2), noise_std=0.0,
 )
 TABULAR_DEFAULTS = dict(noise_std=0.1, drop_prob=0.2, mask_value=0.0)
+TOKENS_DEFAULTS = dict(mask_prob=0.0, drop_prob=0.0, mask_id=1)  # identity by default
 _DEFAULTS = {"signal1d": SIGNAL1D_DEFAULTS, "image": IMAGE_DEFAULTS,
-             "tabular": TABULAR_DEFAULTS}
-_RANK = {"signal1d": 2, "image": 3, "tabular": 1}  # per-example rank
+             "tabular": TABULAR_DEFAULTS, "tokens": TOKENS_DEFAULTS}
+_RANK = {"signal1d": 2, "image": 3, "tabular": 1, "tokens": 1}  # per-example rank
 
 
 # Each view draws all its scalars with one ``uniform`` call: every random-bits call is a
@@ -259,7 +264,17 @@ def _tabular_view(key, x, *, noise_std, drop_prob, mask_value):
   return y.astype(x.dtype)
 
 
-_VIEWS = {"signal1d": _signal_view, "image": _image_view, "tabular": _tabular_view}
+def _tokens_view(key, x, *, mask_prob, drop_prob, mask_id):
+  """Token ids (float32, 0 = padding): each real token replaced by ``mask_id`` with
+  probability ``mask_prob`` or dropped to padding with ``drop_prob`` (positions stay)."""
+  u = jax.random.uniform(key, (2,) + x.shape)
+  real = x > 0
+  y = jnp.where(real & (u[0] < mask_prob), jnp.asarray(mask_id, x.dtype), x)
+  return jnp.where(real & (u[1] < drop_prob), jnp.zeros_like(x), y)
+
+
+_VIEWS = {"signal1d": _signal_view, "image": _image_view, "tabular": _tabular_view,
+          "tokens": _tokens_view}
 
 
 def _per_example(fn, rank, name):
@@ -293,6 +308,43 @@ def make_view_fn(kind: str, **params) -> Callable[[jax.Array, jax.Array], jax.Ar
                      f"known: {sorted(_DEFAULTS[kind])}")
   cfg = {**_DEFAULTS[kind], **params}
   return _per_example(functools.partial(_VIEWS[kind], **cfg), _RANK[kind], kind)
+
+
+def make_multimodal_view_fn(modalities, params=None):
+  """``view(key, x[B, F]) -> x'[B, F]`` for a multimodal dataset: each
+  :class:`jaxcl.data.catalog.Modality` block gets the view of its kind with ``params[name]``
+  (``fold_in(key, m)`` for modality ``m``); token blocks are left as they are unless
+  ``params`` masks or drops tokens.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxcl.data.catalog import Modality
+    >>> view = make_multimodal_view_fn((Modality("a", "tabular", (3,)),
+    ...                                 Modality("t", "tokens", (2,), vocab=5)))
+    >>> view(jax.random.key(0), jnp.ones((2, 5))).shape
+    (2, 5)
+  """
+  params = dict(params or {})
+  unknown = set(params) - {m.name for m in modalities}
+  if unknown:
+    raise ValueError(f"make_multimodal_view_fn: {sorted(unknown)} are not modalities "
+                     f"({[m.name for m in modalities]})")
+  fns = []
+  for m in modalities:
+    try:
+      fns.append(make_view_fn(m.kind, **dict(params.get(m.name) or {})))
+    except ValueError as e:
+      raise ValueError(f"modality {m.name!r}: {e}") from e
+
+  def view(key, x):
+    out, start = [], 0
+    for i, (m, fn) in enumerate(zip(modalities, fns)):
+      block = x[:, start:start + m.size].reshape((x.shape[0],) + tuple(m.shape))
+      out.append(fn(jax.random.fold_in(key, i), block).reshape(x.shape[0], -1).astype(x.dtype))
+      start += m.size
+    return jnp.concatenate(out, axis=-1)
+
+  return view
 
 
 def two_views(view_fn, key, x):

@@ -66,7 +66,7 @@ Example:
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -3,7 +3,6 @@ InfoNCE, Sinkhorn, entropic OT, k-means), written from the equations in methods.
 shared-mesh helper for the sharded-equals-single-device tests."""
 import jax
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 N_DEV = 8
 

@@ -113,14 +113,31 @@ def test_step_loss_equals_out_of_trainer_reference(one):
     assert float(frac) > 0.5  # most neighbour rows are real (the loss ran on them)
 
 
+def _assert_same_memories(mem8, mem1):
+  """DyCE memories equal; a cluster assignment may differ only at a near-tie (the row's
+  cosine to both centres within 1e-4: float rounding decides a discrete argmax there)."""
+  for name in mem8:
+    a, b = mem8[name], mem1[name]
+    for x, y in ((a.memory, b.memory), (a.centres, b.centres)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+    la, lb = np.asarray(a.labels), np.asarray(b.labels)
+    sims = np.asarray(a.memory) @ np.asarray(a.centres).T
+    diff = np.nonzero(la != lb)[0]
+    assert len(diff) <= 1, (name, diff)
+    for r in diff:
+      assert abs(sims[r, la[r]] - sims[r, lb[r]]) < 1e-4, (name, r, sims[r])
+    assert int(a.count) == int(b.count) and bool(a.clustered) == bool(b.clustered)
+
+
 def test_eight_devices_equal_one(eight, one):
   _, h8 = eight
   _, h1 = one
   for (_, m8, s8), (_, m1, s1) in zip(h8, h1):
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5, atol=1e-6)
-    tree = lambda s: (s.params, s.objective_params, s.ema["params"], s.objective_state)
+    tree = lambda s: (s.params, s.objective_params, s.ema["params"])
     for a, b in zip(leaves(tree(s8)), leaves(tree(s1))):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    _assert_same_memories(s8.objective_state, s1.objective_state)
 
 
 def test_no_dyce_is_the_plain_loss_and_the_predictor_learns():

@@ -1,6 +1,5 @@
 """jaxcl.metrics against the float64 loop references, sharded == single device, traced labels."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import AxisType, PartitionSpec as P

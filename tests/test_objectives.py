@@ -81,7 +81,8 @@ def _config(**over):
     ({"views.num": 1}, "config.views.num must be >= 2"),
     ({"loss.name": "mochi_loss", "loss.kwargs": {"rng": 0}}, "config.loss.kwargs.rng"),
     ({"loss.name": "supcon", "loss.kwargs": {"tau": 0.1}}, "config.loss.kwargs.tau"),
-    ({"loss.name": "symile", "loss.kwargs": {}}, "has no trainer objective adapter"),
+    ({"loss.name": "nspt", "loss.kwargs": {}}, "has no trainer objective adapter"),
+    ({"loss.name": "symile", "loss.kwargs": {}}, "symile: needs >= 2 modalities"),
 ])
 def test_config_errors(over, match):
   with pytest.raises(ConfigError, match=match):

@@ -20,11 +20,21 @@ STUDIES = {
     "sepclr": (("method", "mi_weight"), 1),
     "laso": (("method",), 2),
     "core_tuning": (("method", "lr"), 1),
+    "m3col": (("method", "lr"), 1),
+    "symile": (("data", "method"), 1),
+    "tcl": (("arm", "imc", "lmi"), 1),
+    "clip_vs_siglip": (("loss", "batch", "lr", "steps", "impl"), 2),
+    "improved_vlp": (("method", "local_views", "ssl_weight", "views"), 1),
 }
 # Studies whose runs have no linear probe: the [0, 1] metric the smoke test checks instead.
 SMOKE_METRIC = {"laso": "union_seen"}
 # Recipes whose file name does not end with their dataset's name.
 RECIPE_DATA = {"laso_synthetic": "multilabel_protos", "sepclr_digits": "digits_grating"}
+RECIPE_DATA["m3col_breast_cancer"] = "breast_cancer_blocks"
+RECIPE_DATA["symile_xor"] = "symile_xor"
+RECIPE_DATA["tcl_digits"] = "digits_captions"
+RECIPE_DATA["siglip_digits"] = "digits_captions"
+RECIPE_DATA["improved_vlp_digits"] = "digits_captions"
 
 
 @pytest.mark.smoke
@@ -55,7 +65,9 @@ def test_study_smoke(study, tmp_path):
                                   "supremix_diabetes", "dcl_mnist1d", "supcon_mnist1d",
                                   "hydra_digits", "primer_mnist1d", "laso_synthetic",
                                   "dat_digits", "cmim_digits", "core_tuning_digits",
-                                  "sepclr_digits"])
+                                  "sepclr_digits", "m3col_breast_cancer",
+                                  "symile_xor", "tcl_digits", "siglip_digits",
+                                  "improved_vlp_digits"])
 def test_method_recipes_validate(name):
   from jaxcl.train.config import make_objective, validate
   c = importlib.import_module(f"configs.{name}").get_config()

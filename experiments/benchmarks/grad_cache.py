@@ -80,7 +80,6 @@ def run_config(encoder: str, method: str, batch: int, chunk: int, loss_impl: str
                repeats: int) -> dict:
   """One configuration in this process: compile, memory analysis, timed steps, peak RSS."""
   import jax
-  import jax.numpy as jnp
 
   model, step = _step_fn(encoder, method, chunk, loss_impl)
   k = jax.random.split(jax.random.key(0), 3)
@@ -137,7 +136,7 @@ def machine() -> dict:
 
 
 def markdown(rows: list, meta: dict) -> str:
-  out = [f"# GradCache benchmark\n",
+  out = ["# GradCache benchmark\n",
          f"`{meta['command']}` on {meta['date']}; {meta['machine']['cpu']}, "
          f"{meta['machine']['cores']} cores, jax {meta['machine']['jax']} "
          f"({meta['machine']['backend']}). Step = two views of 16x16x3 images, NT-Xent "

@@ -29,6 +29,8 @@ Example:
 from jaxcl.data.catalog import DATASETS, EMBEDDED, DatasetInfo, info
 from jaxcl.data.loader import data_source, load_arrays, make_loader, subset_arrays
 from jaxcl.data.loader import count_indices, train_subset_arrays
+from jaxcl.data.catalog import Modality, split_modalities
+from jaxcl.data.embedded import prompts  # zero-shot prompts of multimodal sets (or None)
 
 
 def prepare(name, data_dir=None):
@@ -39,4 +41,4 @@ def prepare(name, data_dir=None):
 
 __all__ = ["DATASETS", "EMBEDDED", "DatasetInfo", "info", "load_arrays", "make_loader",
            "data_source", "prepare", "subset_arrays"]
-__all__ += ["count_indices", "train_subset_arrays"]
+__all__ += ["count_indices", "train_subset_arrays", "Modality", "split_modalities", "prompts"]

@@ -11,7 +11,36 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Modality:
+  """One block of a multimodal example: ``kind`` is ``"image" | "signal1d" | "tabular" |
+  "tokens"`` (token ids stored as float32, ``0`` = padding, ``vocab`` ids in all)."""
+  name: str
+  kind: str
+  shape: tuple[int, ...]
+  vocab: int = 0
+
+  @property
+  def size(self) -> int:
+    return int(math.prod(self.shape))
+
+
+def split_modalities(x, modalities):
+  """``x [B, F]`` -> one ``[B, *shape]`` array per modality (tokens as int32), in order."""
+  total = sum(m.size for m in modalities)
+  if x.ndim != 2 or x.shape[-1] != total:
+    raise ValueError(f"split_modalities: the modalities cover {total} features; 'x' must be "
+                     f"[B, {total}], got shape {tuple(x.shape)}")
+  out, start = [], 0
+  for m in modalities:
+    block = x[:, start:start + m.size].reshape((x.shape[0],) + tuple(m.shape))
+    out.append(block.astype("int32") if m.kind == "tokens" else block)
+    start += m.size
+  return tuple(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +61,8 @@ class DatasetInfo:
     multi_label: ``y`` is a multi-hot int32 row ``[num_classes]`` per example (a label *set*,
       ``multilabel_protos``) instead of one class id; the built-in probe / kNN evaluation and
       the class-subset options (``classes``, ``per_class``, ``imbalance``) do not apply.
+    modalities: for ``kind == "multimodal"``: the :class:`Modality` blocks of ``x [F]``
+      (flattened, concatenated in order); the trainer builds one tower per modality.
   """
   name: str
   kind: str
@@ -41,10 +72,16 @@ class DatasetInfo:
   embedded: bool = True
   extra_labels: tuple[tuple[str, int], ...] = ()
   multi_label: bool = False
+  modalities: tuple[Modality, ...] = ()
 
   @property
   def is_regression(self) -> bool:
     return self.num_classes == 0
+
+
+def _caption_vocab():
+  from jaxcl.data import captions  # numpy only
+  return len(captions.VOCAB)
 
 
 # Split sizes are fixed by the generators in ``embedded.py`` (80/20 split, test = the rest);
@@ -73,6 +110,24 @@ _INFOS = {
     "multilabel_protos": DatasetInfo("multilabel_protos", "tabular", (64,), 20,
                                      {"train": 4000, "val": 1000, "test": 2000},
                                      multi_label=True),
+    # 8x8 digits + 16-word generated captions (jaxcl/data/captions.py): image-text pairs.
+    "digits_captions": DatasetInfo(
+        "digits_captions", "multimodal", (80,), 10, {"train": 11496, "test": 360},
+        extra_labels=(("thickness", 3), ("slant", 3), ("width", 2), ("position", 3)),
+        modalities=(Modality("image", "image", (8, 8, 1)),
+                    Modality("text", "tokens", (16,), vocab=_caption_vocab()))),
+    # Symile's binary XOR (embedded.py _symile_xor): modalities a, b, c = a XOR b (one bit each,
+    # a random 8-d code + noise, last feature = missing indicator); y = c.
+    **{name: DatasetInfo(
+        name, "multimodal", (27,), 2, {"train": 10000, "test": 2000},
+        extra_labels=(("a", 2), ("b", 2), ("missing", 8)),
+        modalities=tuple(Modality(m, "tabular", (9,)) for m in ("a", "b", "c")))
+       for name in ("symile_xor", "symile_xor_missing")},
+    # breast_cancer (same split / standardisation) as M3CoL's 3 modalities: the 10 "mean",
+    # 10 "standard error" and 10 "worst" features (sklearn's column order).
+    "breast_cancer_blocks": DatasetInfo(
+        "breast_cancer_blocks", "multimodal", (30,), 2, {"train": 455, "test": 114},
+        modalities=tuple(Modality(m, "tabular", (10,)) for m in ("mean", "se", "worst"))),
     "cifar10": DatasetInfo("cifar10", "image", (32, 32, 3), 10, {"train": 50000, "test": 10000},
                            embedded=False),
 }

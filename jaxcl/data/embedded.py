@@ -215,17 +215,117 @@ def _digits_grating():
   return out
 
 
+def _digits_captions():
+  from jaxcl.data import captions  # pylint: disable=g-import-not-at-top
+  return captions.generate(_digits())
+
+
+# Symile's binary-XOR synthetic (Saporta et al., arXiv 2411.01053, methods.md section 3) as
+# three "tabular" modalities a, b, c of XOR_BLOCK features each (see _symile_xor).
+XOR_SEED = 3
+XOR_BITS = 1        # bits per modality: 2**XOR_BITS candidate values (chance 1 / 2)
+XOR_EMBED = 8       # each bit value is embedded as a fixed random XOR_EMBED-d code
+XOR_NOISE = 0.5     # per-coordinate Gaussian noise on every observed code
+XOR_MISSING = 0.5   # symile_xor_missing: P(a modality of a train row is missing), independent
+XOR_BLOCK = XOR_BITS * XOR_EMBED + 1  # + the missingness indicator (last feature)
+XOR_SPLITS = (("train", 10000), ("test", 2000))
+
+
+def _xor_codes():
+  """``E [3 modalities, XOR_BITS, 2 values, XOR_EMBED]``, fixed: per (modality, bit) a random
+  direction ``u`` of norm ``sqrt(XOR_EMBED)``, ``E[..., 0, :] = u``, ``E[..., 1, :] = -u``
+  (antipodal: the two values are ``2 sqrt(XOR_EMBED)`` apart, so the noise almost never
+  flips a bit: ``P = Phi(-sqrt(XOR_EMBED) / XOR_NOISE)``, about 1e-8)."""
+  u = np.random.default_rng(XOR_SEED).normal(size=(3, XOR_BITS, XOR_EMBED))
+  u *= np.sqrt(XOR_EMBED) / np.linalg.norm(u, axis=-1, keepdims=True)
+  return np.stack([u, -u], axis=2)
+
+
+def _xor_block(codes, bits, noise):
+  """``[N, XOR_BLOCK]``: the codes of ``bits [N, XOR_BITS]`` (+ noise), indicator 0."""
+  n = bits.shape[0]
+  emb = codes[np.arange(XOR_BITS)[None, :], bits] + noise  # [N, XOR_BITS, XOR_EMBED]
+  return np.concatenate([emb.reshape(n, -1), np.zeros((n, 1))], axis=1)
+
+
+def symile_xor_candidates(modality):
+  """The noise-free, observed ``[2**XOR_BITS, XOR_BLOCK]`` blocks of every value ``v`` of
+  modality ``modality`` (0 = a, 1 = b, 2 = c; bit ``j`` of ``v`` is ``(v >> j) & 1``): the
+  zero-shot candidates (row ``v`` = value code ``v``, the label convention of ``y``)."""
+  values = np.arange(2 ** XOR_BITS)
+  bits = (values[:, None] >> np.arange(XOR_BITS)[None, :]) & 1
+  return _xor_block(_xor_codes()[modality], bits, 0.0).astype(np.float32)
+
+
+def _symile_xor(missing=False):
+  """``symile_xor`` / ``symile_xor_missing``: ``a, b ~ U{0,1}^XOR_BITS``, ``c = a XOR b``
+  (bitwise: the paper's ``p_hat = 1``, every pair of modalities independent). Each modality's
+  block is ``[E[m, j, bit_j] + eps_j for j < XOR_BITS] + [missing]`` (``XOR_BLOCK = 9``
+  features; antipodal codes from ``default_rng(XOR_SEED)``, ``eps ~ N(0, XOR_NOISE^2 I)``), the
+  three blocks concatenated ``a | b | c`` (``x [N, 27]``). ``y`` = the value code of ``c``
+  (``sum_j c_j 2^j``, 2 classes); extra labels ``a``, ``b`` (value codes) and ``missing``
+  (``sum_m missing_m 2^m``). Split ``i`` draws from ``default_rng([XOR_SEED, i])`` (train
+  10,000, test 2,000).
+
+  Missing-modality convention (``symile_xor_missing``): the same rows, and in *train* each
+  modality is missing independently with probability ``XOR_MISSING`` (stream
+  ``default_rng([XOR_SEED, 100 + i])``); a missing block is all zeros except its indicator
+  (last feature) = 1 — the zero-block + indicator analogue of the reference's "mean value +
+  missingness indicator" inputs (examples/binary_xor_missing.py); the encoder learns a
+  representation for "missing" and the loss is unchanged. The test split is fully observed,
+  as the reference draws missingness for train / val only.
+  """
+  codes = _xor_codes()
+  out = {}
+  for i, (split, n) in enumerate(XOR_SPLITS):
+    rng = np.random.default_rng([XOR_SEED, i])
+    a = rng.integers(0, 2, (n, XOR_BITS))
+    b = rng.integers(0, 2, (n, XOR_BITS))
+    c = a ^ b
+    blocks = [_xor_block(codes[m], bits, XOR_NOISE * rng.normal(size=(n, XOR_BITS, XOR_EMBED)))
+              for m, bits in enumerate((a, b, c))]
+    miss = np.zeros((n, 3), bool)
+    if missing and split == "train":
+      miss = np.random.default_rng([XOR_SEED, 100 + i]).random((n, 3)) < XOR_MISSING
+      for m in range(3):
+        blocks[m][miss[:, m]] = 0.0
+        blocks[m][miss[:, m], -1] = 1.0
+    code = lambda bits: (bits << np.arange(bits.shape[1])[None, :]).sum(1).astype(np.int32)
+    out[split] = (np.concatenate(blocks, axis=1).astype(np.float32), code(c),
+                  {"a": code(a), "b": code(b), "missing": code(miss.astype(np.int64))})
+  return out
+
+
 GENERATORS = {
+    "digits_captions": _digits_captions,
     "mnist1d": _mnist1d,
     "digits": _digits,
     "digits_easy": _digits_easy,
     "digits_grating": _digits_grating,
     "wine": _sk("load_wine"),
     "breast_cancer": _sk("load_breast_cancer"),
+    # M3CoL's proxy: the same arrays, read as 3 tabular modalities of 10 features (catalog).
+    "breast_cancer_blocks": _sk("load_breast_cancer"),
     "diabetes": _sk("load_diabetes", regression=True),
     "ordinal": _ordinal,
     "multilabel_protos": _multilabel_protos,
+    "symile_xor": _symile_xor,
+    "symile_xor_missing": lambda: _symile_xor(missing=True),
 }
+
+
+# Zero-shot class prompts of multimodal datasets: ``[C, P, F]`` rows (only the text block set).
+def _caption_prompts():
+  from jaxcl.data import captions  # pylint: disable=g-import-not-at-top
+  return captions.prompts()
+
+
+PROMPTS = {"digits_captions": _caption_prompts}
+
+
+def prompts(name: str):
+  """The dataset's zero-shot prompts ``[C, P, F]`` (float32), or ``None`` if it has none."""
+  return PROMPTS[name]() if name in PROMPTS else None
 
 
 def generate(name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

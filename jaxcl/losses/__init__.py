@@ -45,3 +45,6 @@ __all__ += ["laso_loss", "init_laso", "laso_op", "analytic_op", "laso_partners"]
 from jaxcl.losses.cmim import a_mim, cmim, informative_embeddings, init_mim_decoder, mim_decoder, posterior_nce, posterior_sample, split_posterior  # noqa: E501,E402
 __all__ += ["cmim", "a_mim", "posterior_nce", "posterior_sample", "split_posterior", "init_mim_decoder", "mim_decoder", "informative_embeddings"]
 from jaxcl.losses.dat import dat_loss, lse_energy; __all__ += ["dat_loss", "lse_energy"]  # noqa: E402,E702
+from jaxcl.losses.improved_vlp import cl2l_loss, smoothed_info_nce; __all__ += ["cl2l_loss", "smoothed_info_nce"]  # noqa: E402,E702,E501
+from jaxcl.losses.m3col import init_m3col_heads, m3co_loss, m3co_mix, m3co_mixing, m3col_heads, soft_clip_loss; __all__ += ["m3co_loss", "m3co_mix", "m3co_mixing", "soft_clip_loss", "init_m3col_heads", "m3col_heads"]  # noqa: E402,E702,E501
+from jaxcl.losses.tcl import distilled_info_nce, tcl_cma, tcl_imc, tcl_lmi, tcl_loss, tcl_terms; __all__ += ["distilled_info_nce", "tcl_cma", "tcl_imc", "tcl_lmi", "tcl_loss", "tcl_terms"]  # noqa: E402,E501,E702

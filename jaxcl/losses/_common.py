@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numbers
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,26 @@ def check_float(name: str, x, fn: str):
   dtype = jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"{fn}: '{name}' must be a floating-point array, got dtype {dtype}")
+
+
+def as_int(value):
+  """``value`` as a Python int if it is an integer (NumPy integers too), else ``None``; a bool
+  is not an int here (``True`` as a count is a config slip, not 1)."""
+  if isinstance(value, bool):
+    return None
+  try:
+    return operator.index(value)
+  except TypeError:
+    return None
+
+
+def check_int(value, lo, hi=None, *, message: str) -> int:
+  """``value`` as an int in ``[lo, hi]``; else ``ValueError(f"{message}, got {value!r}")``
+  (``message`` names the function and the argument)."""
+  n = as_int(value)
+  if n is None or n < lo or (hi is not None and n > hi):
+    raise ValueError(f"{message}, got {value!r}")
+  return n
 
 
 def check_rank(name: str, x, rank: int, fn: str, what: str):

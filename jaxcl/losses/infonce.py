@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxcl import collectives
 from jaxcl.kernels import contrastive_lse, logits
 from jaxcl.losses import _common as c
 

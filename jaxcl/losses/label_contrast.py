@@ -46,7 +46,6 @@ Example:
 """
 from __future__ import annotations
 
-import operator
 
 import jax
 import jax.numpy as jnp
@@ -105,13 +104,9 @@ def label_contrast(z, label_embeddings, labels, *, form="softmax", temperature=0
   if num_negatives is not None:
     if form != "binary":
       raise ValueError(f"{fn}: 'num_negatives' applies to form='binary' only, got form={form!r}")
-    try:
-      num_negatives = None if isinstance(num_negatives, bool) else operator.index(num_negatives)
-    except TypeError:
-      num_negatives = None
-    if num_negatives is None or not 1 <= num_negatives <= k - 1:
-      raise ValueError(f"{fn}: 'num_negatives' must be an int in [1, {k - 1}] (C - 1 wrong "
-                       f"labels) or None (all), got {num_negatives!r}")
+    num_negatives = c.check_int(num_negatives, 1, k - 1, message=(
+        f"{fn}: 'num_negatives' must be an int in [1, {k - 1}] (C - 1 wrong labels) or None "
+        "(all)"))
     if rng is None:
       raise ValueError(f"{fn}: 'rng' is required to sample 'num_negatives' negative labels")
   in_range = c.check_label_range(fn, labels, valid, k, "the rows of 'label_embeddings'")

@@ -145,12 +145,9 @@ def init_laso(rng, dim, num_labels, *, layers=1):
   [num_labels]}}`` (PyTorch's default Linear initialisation; norm scale 1, bias 0).
   """
   fn = "init_laso"
-  for name, value in (("dim", dim), ("num_labels", num_labels)):
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
-      raise ValueError(f"{fn}: '{name}' must be an int >= 1, got {value!r}")
-  if isinstance(layers, bool) or int(layers) != layers or int(layers) < 0:
-    raise ValueError(f"{fn}: 'layers' must be an int >= 0, got {layers!r}")
-  dim, num_labels, layers = int(dim), int(num_labels), int(layers)
+  dim, num_labels = (c.check_int(v, 1, message=f"{fn}: '{n}' must be an int >= 1")
+                     for n, v in (("dim", dim), ("num_labels", num_labels)))
+  layers = c.check_int(layers, 0, message=f"{fn}: 'layers' must be an int >= 0")
   keys = jax.random.split(rng, len(OPS) + 1)
   params = {}
   for key, op in zip(keys, OPS):

@@ -71,7 +71,6 @@ Example:
 """
 from __future__ import annotations
 
-import operator
 
 import jax
 import jax.numpy as jnp
@@ -174,20 +173,10 @@ def _split(features, labels, common_dim, background_classes, valid, fn):
   if v != 2:
     raise ValueError(f"{fn}: 'features' must hold 2 views ([batch, 2, dim]), got shape "
                      f"{tuple(features.shape)}")
-  try:
-    cd = None if isinstance(common_dim, bool) else operator.index(common_dim)
-  except TypeError:
-    cd = None
-  if cd is None or not 0 < cd < d:
-    raise ValueError(f"{fn}: 'common_dim' must be an int in [1, {d - 1}] (features are "
-                     f"[common | salient] of width {d}), got {common_dim!r}")
-  try:
-    bc = None if isinstance(background_classes, bool) else operator.index(background_classes)
-  except TypeError:
-    bc = None
-  if bc is None or bc < 1:
-    raise ValueError(f"{fn}: 'background_classes' must be an int >= 1 (labels below it are "
-                     f"background rows), got {background_classes!r}")
+  cd = c.check_int(common_dim, 1, d - 1, message=f"{fn}: 'common_dim' must be an int in "
+                   f"[1, {d - 1}] (features are [common | salient] of width {d})")
+  bc = c.check_int(background_classes, 1, message=f"{fn}: 'background_classes' must be an int "
+                   ">= 1 (labels below it are background rows)")
   labels = c.labels_array(labels, b, fn)
   valid = c.valid_mask(valid, b, fn)
   target = (labels >= bc) & valid

@@ -23,7 +23,6 @@ Example:
 """
 from __future__ import annotations
 
-import jax.numpy as jnp
 
 from jaxcl.kernels import sigmoid_row_sum
 from jaxcl.losses import _common as c

@@ -1,7 +1,8 @@
 """Flax encoders and heads; ``build_encoder(name, **kwargs)`` maps a config name to a module.
 
 Names: ``mlp``, ``cnn1d``, ``resnet18``, ``resnet50`` (CIFAR stem), ``vit_tiny``,
-``vit_small``, ``vit_base`` (``patch_size`` kwarg, default 4). ``kwargs`` override the
+``vit_small``, ``vit_base`` (``patch_size`` kwarg, default 4), ``text_transformer`` (token
+ids ``[B, L]``, :class:`TextTransformer`). ``kwargs`` override the
 module's fields (e.g. ``width=16`` for a thin ResNet, ``bn_axis_name="data"``).
 
 Example:
@@ -15,6 +16,9 @@ Example:
 from jaxcl.models.encoders import CNN1D, MLP, ResNet, ViT
 from jaxcl.models.heads import ContrastiveModel, PredictionHead, ProjectionHead
 from jaxcl.models.towers import MultiTower  # N towers on one input, outputs concatenated
+from jaxcl.models.text import TextTransformer
+from jaxcl.models.multimodal import MultiModal  # one tower per modality block of x
+from jaxcl.models.locals import LocalsModel, MultiModalLocals  # patch / token locals (TCL)
 
 _ENCODERS = {
     "mlp": (MLP, {}),
@@ -24,6 +28,7 @@ _ENCODERS = {
     "vit_tiny": (ViT, dict(dim=192, depth=12, heads=3)),
     "vit_small": (ViT, dict(dim=384, depth=12, heads=6)),
     "vit_base": (ViT, dict(dim=768, depth=12, heads=12)),
+    "text_transformer": (TextTransformer, {}),
 }
 ENCODERS = tuple(_ENCODERS)
 
@@ -43,4 +48,5 @@ def build_encoder(name: str, **kwargs):
 
 __all__ = ["ENCODERS", "build_encoder", "MLP", "CNN1D", "ResNet", "ViT", "ProjectionHead",
            "PredictionHead", "ContrastiveModel"]
-__all__ += ["MultiTower"]
+__all__ += ["MultiTower", "MultiModal", "TextTransformer"]
+__all__ += ["LocalsModel", "MultiModalLocals"]

@@ -149,11 +149,11 @@ class _EncoderBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, mask=None):
     y = nn.LayerNorm(dtype=self.dtype)(x)
     y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype,
                                         dropout_rate=self.dropout,
-                                        deterministic=not train)(y, y)
+                                        deterministic=not train)(y, y, mask=mask)
     x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
     y = nn.LayerNorm(dtype=self.dtype)(x)
     y = nn.gelu(nn.Dense(self.mlp_ratio * self.dim, dtype=self.dtype)(y))
@@ -164,7 +164,8 @@ class _EncoderBlock(nn.Module):
 class ViT(nn.Module):
   """Vision Transformer; features are the final-LayerNorm ``[CLS]`` token (``pool="cls"``)
   or the mean token (``pool="mean"``). ``dropout > 0`` needs a ``"dropout"`` rng when
-  ``train=True``."""
+  ``train=True``. ``return_tokens=True`` returns ``(features, patch tokens [B, N, dim], valid
+  [B, N])`` (final-LayerNorm patch tokens, all valid: local features, e.g. TCL's LMI)."""
   dim: int = 192
   depth: int = 12
   heads: int = 3
@@ -173,6 +174,7 @@ class ViT(nn.Module):
   dropout: float = 0.0
   pool: str = "cls"
   dtype: Dtype = jnp.float32
+  return_tokens: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -189,4 +191,7 @@ class ViT(nn.Module):
     for _ in range(self.depth):
       x = _EncoderBlock(self.dim, self.heads, self.mlp_ratio, self.dropout, self.dtype)(x, train)
     x = nn.LayerNorm(dtype=self.dtype)(x)
-    return x[:, 0] if self.pool == "cls" else jnp.mean(x[:, 1:], axis=1)
+    h = x[:, 0] if self.pool == "cls" else jnp.mean(x[:, 1:], axis=1)
+    if self.return_tokens:
+      return h, x[:, 1:], jnp.ones(x[:, 1:].shape[:2], bool)
+    return h

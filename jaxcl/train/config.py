@@ -22,7 +22,8 @@ import ml_collections
 
 # Sub-dicts whose keys are the keyword arguments of a function chosen by another field: they
 # are checked against that function's signature instead of against the schema.
-FREE_FORM = ("augment.params", "model.encoder_kwargs", "loss.kwargs", "views.local_params")
+FREE_FORM = ("augment.params", "model.encoder_kwargs", "loss.kwargs", "views.local_params",
+             "augment.modalities", "model.modalities")
 OPTIMIZERS = ("lars", "adamw", "sgd")
 
 
@@ -52,6 +53,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict()
   c.augment.kind = ""         # "" = the dataset's kind (signal1d, image, tabular)
   c.augment.params = ml_collections.ConfigDict()  # kwargs of jaxcl.augment.make_view_fn
+  c.augment.modalities = ml_collections.ConfigDict()  # multimodal data: {modality: params}
 
   c.views = ml_collections.ConfigDict()
   c.views.num = 2             # K >= 2 augmented views per example (pair losses: pairwise mean)
@@ -67,6 +69,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.head_bn = True
   c.model.towers = 1          # N > 1: N independent encoder + head towers on the same input,
                               # h and z concatenated (jaxcl.models.MultiTower; SepCLR)
+  # Multimodal data: {modality: {"encoder": name, "encoder_kwargs": {...}}} overrides of the
+  # per-modality towers (jaxcl.train.step.modality_towers); one tower per modality always.
+  c.model.modalities = ml_collections.ConfigDict()
+  # Multimodal: z also holds every modality's projected patch / token locals after the globals,
+  # [B, M + M*L, D] (jaxcl.models.MultiModalLocals; TCL's LMI); token encoders only.
+  c.model.locals = False
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "nt_xent"     # a jaxcl.losses function with an adapter (jaxcl/train/objectives.py)
@@ -179,12 +187,23 @@ def num_views(config):
   return config.views.num + config.views.num_local
 
 
+def num_modalities(config):
+  """Modalities per example (1 unless ``config.data.name`` is a multimodal dataset)."""
+  import jaxcl.data
+  name = config.data.name
+  if not name or name not in jaxcl.data.DATASETS:
+    return 1
+  return max(1, len(jaxcl.data.info(name).modalities))
+
+
 def make_objective(config):
-  """The validated ``objective(z [B, K, D], labels, rng, axis_name) -> [B]`` of the config."""
+  """The validated ``objective(z [B, K*M, D], labels, rng, axis_name) -> [B]`` of the config
+  (``M`` modalities of a multimodal dataset, else 1)."""
   from jaxcl.train import objectives
   loss_fn(config)
   try:
-    return objectives.make_objective(config.loss.name, config.loss.kwargs, num_views(config),
+    return objectives.make_objective(config.loss.name, config.loss.kwargs,
+                                     num_views(config) * num_modalities(config),
                                      num_global_views=config.views.num)
   except ValueError as e:
     raise ConfigError(f"config.loss: {e}") from e
@@ -347,8 +366,16 @@ def validate(config, *, num_devices, num_processes):
   for key in ("num_steps", "log_every"):
     if config[key] <= 0:
       raise ConfigError(f"config.{key} must be > 0, got {config[key]}")
-  if config.views.num < 2:
-    raise ConfigError(f"config.views.num must be >= 2 views per example, got {config.views.num}")
+  multimodal = num_modalities(config) > 1
+  if multimodal and (config.augment.kind or len(config.augment.params)):
+    raise ConfigError("config.augment.kind / config.augment.params do not apply to multimodal "
+                      "data: set per-modality view parameters in config.augment.modalities")
+  if not multimodal and (len(config.augment.modalities) or len(config.model.modalities)):
+    raise ConfigError("config.augment.modalities / config.model.modalities apply to multimodal "
+                      f"datasets only ({config.data.name!r} has one modality)")
+  if config.views.num < (1 if multimodal else 2):
+    raise ConfigError(f"config.views.num must be >= {1 if multimodal else 2} views per example"
+                      f"{' (multimodal data)' if multimodal else ''}, got {config.views.num}")
   if config.views.num_local < 0:
     raise ConfigError(f"config.views.num_local must be >= 0, got {config.views.num_local}")
   loss_fn(config)

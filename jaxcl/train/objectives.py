@@ -62,6 +62,8 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxcl.losses._common import as_int, check_int
+
 KINDS = {
     "nt_xent": "pair", "dcl": "pair", "dclw": "pair", "info_nce": "pair", "clip_loss": "pair",
     "siglip_loss": "pair", "truncated_info_nce": "pair", "mochi_loss": "pair",
@@ -122,6 +124,21 @@ OBJECTIVE_KWARGS["dat"] = {"num_classes": None, "stage1_steps": 0, "sample_steps
 # reconstructs the input view 0 (takes_encoder; cmim_objective).
 KINDS["cmim"] = "mim"
 OBJECTIVE_KWARGS["mim"] = {"input_dim": None, "decoder_hidden": (256, 256)}
+# Improved CLIP baselines / CL2L (jaxcl/losses/improved_vlp.py): multimodal z [B, K*M, D]
+# (column v*M + m); owns the learnable logit scales, the separate heads of the local views and
+# of the SimCLR image add-on (vlp_objective).
+KINDS["cl2l_loss"] = "vlp"
+OBJECTIVE_KWARGS["vlp"] = {"learn_temperature": True, "max_scale": 100.0, "local_views": "all",
+                           "head_hidden": 0, "head_out": 0, "ssl_weight": 0.0,
+                           "ssl_temperature": 0.1, "num_modalities": 2, "image_modality": 0,
+                           "text_modality": 1}
+# TCL (jaxcl/losses/tcl.py): CMA + IMC + LMI with momentum distillation; the EMA teacher on every
+# view, locals from config.model.locals; owns the learnable temperature (tcl_objective).
+KINDS["tcl_loss"] = "tcl"
+TEACHER_VIEWS["tcl_loss"] = "all"
+OBJECTIVE_KWARGS["tcl"] = {"learn_temperature": True, "min_temperature": 0.001,
+                           "max_temperature": 0.5, "alpha_warmup_steps": 0,
+                           "num_modalities": 2, "image_modality": 0, "text_modality": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +196,15 @@ def reserved_kwargs(name, fn):
     out += ("x", "logits", "z", "mean", "logvar", "valid")
   if KINDS.get(name) == "laso":
     out += ("params", "features", "labels", "partners", "valid")
+  if KINDS.get(name) == "m3col":
+    out += ("mixed", "fixed", "lam", "partner", "valid")
+  if KINDS.get(name) == "tcl":
+    out += ("image", "text", "image_m", "text_m", "image_locals", "text_locals",
+            "image_local_valid", "text_local_valid", "image_queue", "text_queue", "valid")
+  if KINDS.get(name) == "vlp":
+    out += ("image", "text", "image_local", "text_local", "valid")
+  if KINDS.get(name) == "symile":
+    out += ("modalities", "valid")
   return out + (("labels",) if KINDS.get(name) == "labels" else ())
 
 
@@ -189,11 +215,8 @@ def objective_kwargs(name):
 
 def class_count(value, fn):
   """``num_classes`` of an objective that embeds the labels: an int >= 2 (not a bool)."""
-  import operator
-  try:
-    n = None if isinstance(value, bool) else operator.index(value)
-  except TypeError:
-    n = None
+  from jaxcl.losses._common import as_int
+  n = as_int(value)
   if n is None or n < 2:
     raise ValueError(f"{fn}: 'num_classes' must be an int >= 2 (the dataset's number of "
                      f"classes), got {value!r}")
@@ -227,6 +250,19 @@ def make_objective(name, kwargs, num_views, num_global_views=None):
     return cmim_objective(kwargs)
   if KINDS[name] == "laso":
     return laso_objective(kwargs)
+  if KINDS[name] == "m3col":
+    return m3col_objective(kwargs, num_views, num_global_views)
+  if KINDS[name] == "vlp":
+    return vlp_objective(kwargs)
+  if KINDS[name] == "tcl":
+    return tcl_objective(kwargs, num_views)
+  if KINDS[name] == "symile":
+    return symile_objective(kwargs, num_views, num_global_views)
+  if KINDS[name] == "scaled_pair":
+    own = {k: kwargs[k] for k in OBJECTIVE_KWARGS["scaled_pair"] if k in kwargs}
+    kwargs = {k: v for k, v in dict(kwargs).items() if k not in own}
+    if own.get("learn_temperature") or own.get("learn_bias"):
+      return scaled_pair_objective(name, kwargs, **own)
   fn = functools.partial(getattr(jaxcl.losses, name), **dict(kwargs))
   kind, with_rng = KINDS[name], takes_rng(fn.func)
 
@@ -239,13 +275,94 @@ def make_objective(name, kwargs, num_views, num_global_views=None):
       return fn(z, axis_name=axis_name, **extra(0))
     if kind == "labels":
       return fn(z, labels, axis_name=axis_name, **extra(0))
-    pairs = list(itertools.combinations(range(z.shape[1]), 2))
-    per = [fn(z[:, v], z[:, w], axis_name=axis_name, **extra(i))
-           for i, (v, w) in enumerate(pairs)]
-    # One pair (K == 2) is returned as is, so two-view runs are unchanged bit for bit.
-    return per[0] if len(per) == 1 else jnp.mean(jnp.stack(per), axis=0)
+    return pairwise_mean(fn, z, axis_name, extra)
 
   return objective
+
+
+def pairwise_mean(fn, z, axis_name, extra=lambda i: {}):
+  """``mean_{v < w} fn(z[:, v], z[:, w])`` over the columns of ``z [B, K, D]`` (the "pwe"
+  rule); one pair (K == 2) is returned as is, so two-view runs are unchanged bit for bit."""
+  pairs = list(itertools.combinations(range(z.shape[1]), 2))
+  per = [fn(z[:, v], z[:, w], axis_name=axis_name, **extra(i)) for i, (v, w) in enumerate(pairs)]
+  return per[0] if len(per) == 1 else jnp.mean(jnp.stack(per), axis=0)
+
+
+# CLIP / SigLIP: pair losses whose logit scale (SigLIP: and bias) may be learned, owned by the
+# objective (scaled_pair_objective); off by default = the plain pair adapter.
+KINDS["clip_loss"] = KINDS["siglip_loss"] = "scaled_pair"
+OBJECTIVE_KWARGS["scaled_pair"] = {"learn_temperature": False, "learn_bias": False,
+                                   "max_scale": 100.0}
+
+
+def temperature_params(temperature, bias=None):
+  """``{"log_scale": log(1 / temperature)[, "bias": bias]}`` (float32 scalars)."""
+  out = {"log_scale": jnp.log(jnp.float32(1.0 / temperature))}
+  if bias is not None:
+    out["bias"] = jnp.float32(bias)
+  return out
+
+
+def scale_of(params, max_scale=None):
+  """The temperature ``T = 1 / exp(log_scale)``, the scale clamped at ``max_scale``."""
+  log_scale = params["log_scale"]
+  if max_scale is not None:
+    log_scale = jnp.minimum(log_scale, jnp.log(jnp.float32(max_scale)))
+  return jnp.exp(-log_scale)
+
+
+def cap_log_scale(params, max_scale, keys=("log_scale",)):
+  """``params`` with the log-scales ``keys`` (those present) clamped at ``log(max_scale)``
+  (CLIP's cap of the logit scale at 100); ``max_scale=None``: unchanged."""
+  if max_scale is None:
+    return params
+  cap = jnp.log(jnp.float32(max_scale))
+  return {**params, **{k: jnp.minimum(params[k], cap) for k in keys if k in params}}
+
+
+def scaled_pair_objective(name, kwargs, *, learn_temperature=False, learn_bias=False,
+                          max_scale=100.0):
+  """A :class:`ParamObjective` for ``clip_loss`` / ``siglip_loss`` with a learnable logit scale
+  ``exp(log_scale)`` (CLIP: init ``1 / temperature`` = 1 / 0.07, clamped at ``max_scale`` =
+  100 by ``project``, Radford et al. 2021) and, for SigLIP, a learnable ``bias`` (init
+  ``bias`` = -10, scale init 10: Zhai et al. 2023). Columns of ``z [B, C, D]``: the pwe mean
+  over column pairs (two modalities / views: the loss itself)."""
+  import jaxcl.losses
+  fn = getattr(jaxcl.losses, name)
+  if learn_bias and name != "siglip_loss":
+    raise ValueError(f"{name}: 'learn_bias' applies to siglip_loss only")
+  if max_scale is not None and not max_scale > 0:
+    raise ValueError(f"{name}: 'max_scale' must be > 0 or None, got {max_scale!r}")
+  defaults = inspect.signature(fn).parameters
+  t0 = kwargs.pop("temperature", defaults["temperature"].default)
+  b0 = kwargs.pop("bias", defaults["bias"].default) if name == "siglip_loss" else None
+
+  def init(rng, dim):
+    del rng, dim
+    p = temperature_params(t0, b0 if learn_bias else None)
+    return p if learn_temperature else {k: v for k, v in p.items() if k != "log_scale"}
+
+  def args(params):
+    t = scale_of(params, max_scale) if learn_temperature else t0
+    out = {"temperature": t}
+    if name == "siglip_loss":
+      out["bias"] = params["bias"] if learn_bias else b0
+    return out
+
+  def project(params):
+    return cap_log_scale(params, max_scale)
+
+  def apply(params, z, labels, rng, axis_name):
+    del labels, rng
+    return pairwise_mean(functools.partial(fn, **kwargs, **args(params)), z, axis_name)
+
+  def health(params, z, axis_name):
+    del z, axis_name
+    a = args(params)
+    return {"logit_scale": 1.0 / a["temperature"],
+            **({"logit_bias": a["bias"]} if name == "siglip_loss" else {})}
+
+  return ParamObjective(apply=apply, init=init, project=project, health=health)
 
 
 def swav_objective(kwargs, num_views, num_global):
@@ -560,13 +677,9 @@ def laso_objective(kwargs):
   import jaxcl.losses
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("laso_loss").items()}
-  num_labels = own["num_labels"]
-  if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
-    raise ValueError(f"laso: 'num_labels' must be an int >= 1 (the labels the classifier "
-                     f"covers), got {num_labels!r}")
-  layers = own["layers"]
-  if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
-    raise ValueError(f"laso: 'layers' must be an int >= 0, got {layers!r}")
+  num_labels = check_int(own["num_labels"], 1, message="laso: 'num_labels' must be an int >= 1 "
+                         "(the labels the classifier covers)")
+  layers = check_int(own["layers"], 0, message="laso: 'layers' must be an int >= 0")
   if "weights" in kw:
     kw["weights"] = dict(kw["weights"])
     jaxcl.losses.laso.check_weights(kw["weights"], "laso")
@@ -602,17 +715,11 @@ def cmim_objective(kwargs):
   outputs. Health: ``cmim/logvar`` (mean posterior log-variance over the global batch).
   """
   import importlib
-  import operator
   lib = importlib.import_module("jaxcl.losses.cmim")  # the name is the function
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("cmim").items()}
-  try:
-    input_dim = None if isinstance(own["input_dim"], bool) else operator.index(own["input_dim"])
-  except TypeError:
-    input_dim = None
-  if input_dim is None or input_dim < 1:
-    raise ValueError(f"cmim: 'input_dim' must be an int >= 1 (the flattened input size the "
-                     f"decoder reconstructs), got {own['input_dim']!r}")
+  input_dim = check_int(own["input_dim"], 1, message="cmim: 'input_dim' must be an int >= 1 (the "
+                        "flattened input size the decoder reconstructs)")
   hidden = tuple(own["decoder_hidden"])
   if not all(isinstance(h, int) and h >= 1 for h in hidden):
     raise ValueError(f"cmim: 'decoder_hidden' must be widths >= 1, got {hidden!r}")
@@ -727,9 +834,8 @@ def dat_objective(kwargs):
   ints = {k: own[k] for k in ("stage1_steps", "sample_steps_start", "sample_steps_max",
                               "auc_window", "adv_steps")}
   for k, v in ints.items():
-    if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k == "auc_window" else 0):
-      raise ValueError(f"dat: {k!r} must be an int >= {1 if k == 'auc_window' else 0}, got "
-                       f"{v!r}")
+    lo = 1 if k == "auc_window" else 0
+    ints[k] = check_int(v, lo, message=f"dat: {k!r} must be an int >= {lo}")
   t_start, t_max, window = ints["sample_steps_start"], ints["sample_steps_max"], ints["auc_window"]
   if t_start > t_max:
     raise ValueError(f"dat: 'sample_steps_start' ({t_start}) > 'sample_steps_max' ({t_max})")
@@ -789,3 +895,477 @@ def dat_objective(kwargs):
     return per, new
 
   return ParamObjective(apply=apply, init=init, init_state=init_state, takes_encoder=True)
+
+
+VLP_LOCAL_VIEWS = ("all", "rest", "none")
+
+
+def vlp_objective(kwargs):
+  """Improved CLIP baselines (Fini et al., arXiv 2305.08675; :func:`jaxcl.losses.cl2l_loss`)
+  on a two-modality dataset: ``z [B, K*M, D]``, column ``v*M + m`` (view ``v``, modality
+  ``m``; ``image_modality`` / ``text_modality`` of ``num_modalities``). The objective owns:
+
+  * ``log_scale`` (global CLIP term, init ``log(1 / temperature)``) and ``local_log_scale``
+    (local terms, init ``log(1 / local_temperature)``), learned when ``learn_temperature``,
+    clamped at ``log(max_scale)`` by ``project`` (CLIP's 100);
+  * the separate projectors of the local views, one per modality, ``h = g_m(z)`` with
+    ``g = Linear(D, head_hidden) - ReLU - Linear(head_hidden, head_out)``
+    (:func:`jaxcl.losses.contrast_head`; 0 = ``D``). They sit on the model's projection ``z``
+    (the only output the step hands to an objective), not on the encoder features as in the
+    reference (its ``--separate-proj`` MLP on the backbone output): the local terms' gradient
+    reaches the encoder through the shared head too;
+  * with ``ssl_weight > 0``, the SimCLR add-on's head (same shape) on the image column:
+    ``ssl_weight * nt_xent(g_ssl(z_img^{K-2}), g_ssl(z_img^{K-1}), ssl_temperature)`` on the
+    last two views (SLIP-style intra-modal image-image contrast; SLIP's weight 1, T 0.1).
+
+  Per step::
+
+      u, v = z[:, image], z[:, text]                       (view 0: the global pair)
+      h^I_a, h^T_a = g_I(z^a[:, image]), g_T(z^a[:, text])  for a in the local views
+      L = cl2l_loss(u, v, h^I, h^T, T=exp(-log_scale), T_h=exp(-local_log_scale))
+          [+ ssl_weight * nt_xent(...)]
+
+  ``local_views``: ``"all"`` (every view is a local view, ``m = K``; view 0 is also the
+  global pair: with ``K = 2`` the reference's ``m = 2``), ``"rest"`` (views ``1 .. K-1``, the
+  reference's separate weak global view when the step makes ``K = m + 1`` views) or
+  ``"none"`` (``m = 0``: plain CLIP on view 0, the baseline, no local heads). Other
+  ``config.loss.kwargs`` (``label_smoothing``, ``reduction``, ``impl``, ...) go to the loss.
+  Health: ``vlp/logit_scale``, ``vlp/local_logit_scale`` (with local views).
+  """
+  import jaxcl.losses
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("cl2l_loss").items()}
+  fn = "cl2l_loss"
+  local_views = own["local_views"]
+  if local_views not in VLP_LOCAL_VIEWS:
+    raise ValueError(f"{fn}: 'local_views' must be one of {VLP_LOCAL_VIEWS}, got "
+                     f"{local_views!r}")
+  ints = {k: check_int(own[k], 0, message=f"{fn}: {k!r} must be an int >= 0")
+          for k in ("head_hidden", "head_out", "num_modalities", "image_modality",
+                    "text_modality")}
+  n_mod, mi, mt = ints["num_modalities"], ints["image_modality"], ints["text_modality"]
+  if n_mod < 2 or not (mi < n_mod and mt < n_mod and mi != mt):
+    raise ValueError(f"{fn}: 'image_modality' ({mi}) and 'text_modality' ({mt}) must be two "
+                     f"different modalities of 'num_modalities' ({n_mod}) >= 2")
+  ssl_weight, ssl_t = float(own["ssl_weight"]), float(own["ssl_temperature"])
+  if ssl_weight < 0 or not ssl_t > 0:
+    raise ValueError(f"{fn}: 'ssl_weight' must be >= 0 and 'ssl_temperature' > 0, got "
+                     f"{ssl_weight}, {ssl_t}")
+  max_scale = own["max_scale"]
+  if max_scale is not None and not float(max_scale) > 0:
+    raise ValueError(f"{fn}: 'max_scale' must be > 0 or None, got {max_scale!r}")
+  learn = bool(own["learn_temperature"])
+  t0 = float(kw.pop("temperature", 0.07))
+  th0 = float(kw.pop("local_temperature", 0.1))
+  if not (t0 > 0 and th0 > 0):
+    raise ValueError(f"{fn}: 'temperature' and 'local_temperature' must be > 0, got {t0}, "
+                     f"{th0}")
+  loss = functools.partial(jaxcl.losses.cl2l_loss, **kw)
+  with_local = local_views != "none"
+
+  def temps(params):
+    if not learn:
+      return t0, th0
+    return (scale_of({"log_scale": params["log_scale"]}, max_scale),
+            scale_of({"log_scale": params["local_log_scale"]}, max_scale) if with_local
+            else th0)
+
+  def head(p, x):
+    return jaxcl.losses.contrast_head(p, x)
+
+  def apply(params, z, labels, rng, axis_name):
+    del labels, rng
+    if z.shape[1] % n_mod:
+      raise ValueError(f"{fn}: z has {z.shape[1]} columns, not a multiple of "
+                       f"num_modalities={n_mod} (views x modalities)")
+    k = z.shape[1] // n_mod
+    col = lambda v, m: z[:, v * n_mod + m]
+    views = {"all": range(k), "rest": range(1, k), "none": range(0)}[local_views]
+    if with_local and not views:
+      raise ValueError(f"{fn}: local_views='rest' needs >= 2 views per example, got {k}")
+    t, th = temps(params)
+    extra = {}
+    if with_local:
+      extra = dict(
+          image_local=jnp.stack([head(params["image_head"], col(v, mi)) for v in views], 1),
+          text_local=jnp.stack([head(params["text_head"], col(v, mt)) for v in views], 1),
+          local_temperature=th)
+    per = loss(col(0, mi), col(0, mt), temperature=t, axis_name=axis_name, **extra)
+    if ssl_weight > 0:
+      if k < 2:
+        raise ValueError(f"{fn}: the SimCLR add-on (ssl_weight > 0) needs >= 2 views, got {k}")
+      g = lambda v: head(params["ssl_head"], col(v, mi))
+      per = per + ssl_weight * jaxcl.losses.nt_xent(g(k - 2), g(k - 1), temperature=ssl_t,
+                                                    axis_name=axis_name)
+    return per
+
+  def init(rng, dim):
+    hidden, out = ints["head_hidden"] or dim, ints["head_out"] or dim
+    k1, k2, k3 = jax.random.split(rng, 3)
+    p = {}
+    if learn:
+      p["log_scale"] = temperature_params(t0)["log_scale"]
+      if with_local:
+        p["local_log_scale"] = temperature_params(th0)["log_scale"]
+    mk = lambda key: jaxcl.losses.init_contrast_head(key, dim, hidden=hidden, out=out)
+    if with_local:
+      p["image_head"], p["text_head"] = mk(k1), mk(k2)
+    if ssl_weight > 0:
+      p["ssl_head"] = mk(k3)
+    return p
+
+  def project(params):
+    return cap_log_scale(params, max_scale, ("log_scale", "local_log_scale"))
+
+  def health(params, z, axis_name):
+    del z, axis_name
+    t, th = temps(params)
+    out = {"vlp/logit_scale": 1.0 / jnp.asarray(t, jnp.float32)}
+    if with_local:
+      out["vlp/local_logit_scale"] = 1.0 / jnp.asarray(th, jnp.float32)
+    return out
+
+  return ParamObjective(apply=apply, init=init, project=project, health=health)
+
+
+# M3CoL (jaxcl/losses/m3col.py): fusion + unimodal classifiers on the modalities' z, plus a
+# cross-modal term (M3Co mixup contrastive -> SoftCLIP at a step, or CLIP, or none); mixes each
+# modality's inputs through the model (takes_encoder), the step count is its state.
+KINDS["m3co_loss"] = "m3col"
+OBJECTIVE_KWARGS["m3col"] = {"num_classes": None, "contrastive": "m3co", "after": "softclip",
+                             "switch_step": -1, "weight": 0.1, "unimodal": True,
+                             "head_hidden": 64, "mix": "input", "beta": 0.15, "mix_prob": 0.5,
+                             "soft_temperature": 0.125, "num_modalities": 0,
+                             "modality_sizes": ()}
+M3COL_TERMS = ("none", "clip", "m3co", "softclip")
+
+
+def m3col_objective(kwargs, num_columns, num_views=None):
+  """M3CoL (Kumar et al., arXiv 2409.17777; ``model_med.py`` for 3 modalities) as a
+  :class:`ParamObjective` that owns the classifiers (:func:`jaxcl.losses.init_m3col_heads`: a
+  fusion head on the concatenated embeddings and one head per modality, ``head_hidden``
+  units) and keeps the step count as its state. ``z [B, K*M, D]`` holds the ``M``
+  modalities' embeddings of ``K`` views (column ``v*M + m``; ``M = num_modalities``, or
+  ``num_columns // num_views``). Per example, with ``z_m = z[:, m]`` (view 0)::
+
+      L_i = CE(fusion(z_1 | ... | z_M), y)_i  [+ sum_m CE(head_m(z_m), y)_i  if unimodal]
+            + weight * sum_m term(m -> m+1 mod M)_i
+
+  (CE terms averaged over the ``K`` views; the cross-modal pairs are cyclic, as the
+  reference's ``(1,2), (2,3), (3,1)``; with two modalities ``(1,2), (2,1)``). ``term`` is
+  ``contrastive`` before step ``switch_step`` and ``after`` from then on (``switch_step < 0``:
+  never; the paper switches M3Co -> SoftCLIP after a third of the epochs); each of
+  ``"none"``, ``"clip"`` (``clip_loss``, ``temperature``), ``"m3co"`` and ``"softclip"``
+  (``soft_clip_loss``, ``soft_temperature``):
+
+  * ``m3co``: a fresh mixing draw per modality (:func:`jaxcl.losses.m3co_mixing`, ``beta``,
+    ``mix_prob``; global batch, one key); ``mix="input"`` (default; the paper's raw-input
+    mixing for non-text modalities) mixes view 0's inputs ``x`` and encodes them
+    (``encode(x~, train=True)``: with ``modality_sizes`` (the blocks' feature counts, in
+    order) one forward of ``x`` with every block mixed by its own draw, else one forward
+    per modality, whose tower then sees its own block mixed; token modalities cannot be
+    mixed this way), ``mix="embedding"`` (the released code) mixes ``z_m`` itself; then
+    ``m3co_loss(z~_m, z_{m+1}, lam, partner)``;
+  * the switch is a ``lax.cond`` on the traced step count (state ``{"steps"}``), so nothing
+    recompiles and the M3Co forward passes stop after it.
+
+  Extra ``config.loss.kwargs``: ``num_classes`` (required), ``contrastive``, ``after``,
+  ``switch_step``, ``weight`` (0.1, the reference's ``lambda_mixup``), ``unimodal``,
+  ``head_hidden``, ``mix``, ``beta``, ``mix_prob``, ``soft_temperature``, ``num_modalities``,
+  ``modality_sizes``;
+  the rest (``temperature``, ``impl``, ...) go to :func:`jaxcl.losses.m3co_loss` (and
+  ``temperature`` to CLIP).
+  """
+  import jaxcl.losses
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("m3co_loss").items()}
+  num_classes = class_count(own["num_classes"], "m3col")
+  terms = (own["contrastive"], own["after"])
+  for name, t in zip(("contrastive", "after"), terms):
+    if t not in M3COL_TERMS:
+      raise ValueError(f"m3col: {name!r} must be one of {M3COL_TERMS}, got {t!r}")
+  if own["mix"] not in ("input", "embedding"):
+    raise ValueError(f"m3col: 'mix' must be 'input' or 'embedding', got {own['mix']!r}")
+  switch = check_int(own["switch_step"], -(1 << 62), message="m3col: 'switch_step' must be an "
+                     "int (< 0: never)")
+  hidden = own["head_hidden"]
+  sizes = tuple(int(n) for n in own["modality_sizes"])
+  m = own["num_modalities"] or (num_columns // (num_views or 1) if num_views else 0)
+  if as_int(m) is None or m < 2 or num_columns % m:
+    raise ValueError(f"m3col: needs >= 2 modalities (a multimodal dataset) dividing the "
+                     f"{num_columns} columns of z, got num_modalities={m!r}")
+  if sizes and (len(sizes) != m or min(sizes) < 1):
+    raise ValueError(f"m3col: 'modality_sizes' must give the {m} modalities' feature counts "
+                     f"(>= 1 each), got {sizes}")
+  weight, unimodal = float(own["weight"]), bool(own["unimodal"])
+  beta, prob = float(own["beta"]), float(own["mix_prob"])
+  soft_t = float(own["soft_temperature"])
+  temperature = kw.get("temperature", 0.1)
+  loss = functools.partial(jaxcl.losses.m3co_loss, **kw)
+  extra = {k: v for k, v in kw.items() if k in ("impl", "block_size")}
+  pairs = [(i, (i + 1) % m) for i in range(m)]
+
+  def init(rng, dim):
+    return jaxcl.losses.init_m3col_heads(rng, m, dim, num_classes, hidden=hidden)
+
+  def init_state(dim):
+    del dim
+    return {"steps": jnp.zeros((), jnp.int32)}
+
+  def term(kind, z0, rng, inputs, encode, axis_name):
+    if kind == "none" or weight == 0:
+      return jnp.zeros((z0.shape[0],), jnp.float32)
+    total = 0.0
+    if kind == "m3co":
+      draws = [jaxcl.losses.m3co_mixing(jax.random.fold_in(rng, i), z0.shape[0], beta=beta,
+                                        prob=prob, axis_name=axis_name) for i in range(m)]
+      if own["mix"] == "input" and sizes:
+        blocks = encode(mix_blocks(inputs[0].reshape(z0.shape[0], -1), draws, axis_name),
+                        train=True)[1]
+    for i, (a, b) in enumerate(pairs):
+      if kind == "clip":
+        total = total + jaxcl.losses.clip_loss(z0[:, a], z0[:, b], temperature=temperature,
+                                               axis_name=axis_name, **extra)
+      elif kind == "softclip":
+        total = total + jaxcl.losses.soft_clip_loss(z0[:, a], z0[:, b], temperature=soft_t,
+                                                    axis_name=axis_name, **extra)
+      else:
+        lam, partner = draws[i]
+        if own["mix"] == "input" and not sizes:
+          x = jaxcl.losses.m3co_mix(inputs[0], lam, partner, axis_name=axis_name)
+          mixed = encode(x, train=True)[1][:, a]
+        elif own["mix"] == "input":
+          mixed = blocks[:, a]
+        else:
+          mixed = jaxcl.losses.m3co_mix(z0[:, a], lam, partner, axis_name=axis_name)
+        total = total + loss(mixed, z0[:, b], lam, partner, axis_name=axis_name)
+    return weight * total
+
+  def mix_blocks(x, draws, axis_name):
+    """One input with block ``m`` mixed by draw ``m``: one forward gives every tower its own
+    mixed block (the towers are independent)."""
+    if sum(sizes) != x.shape[1]:
+      raise ValueError(f"m3col: 'modality_sizes' {sizes} must add up to the {x.shape[1]} "
+                       f"features of an example")
+    offsets = [sum(sizes[:i]) for i in range(m)]
+    return jnp.concatenate([jaxcl.losses.m3co_mix(x[:, o:o + n], *draws[i], axis_name=axis_name)
+                            for i, (o, n) in enumerate(zip(offsets, sizes))], axis=1)
+
+  def apply(params, z, labels, rng, axis_name, *, state, inputs, encode):
+    k = z.shape[1] // m
+    ce = 0.0
+    for v in range(k):
+      fused, uni = jaxcl.losses.m3col_heads(params, z[:, v * m:(v + 1) * m])
+      ce = ce + jaxcl.losses.softmax_cross_entropy(fused, labels)
+      if unimodal:
+        for i in range(m):
+          ce = ce + jaxcl.losses.softmax_cross_entropy(uni[:, i], labels)
+    z0 = z[:, :m]
+    before = lambda: term(terms[0], z0, rng, inputs, encode, axis_name)
+    after = lambda: term(terms[1], z0, rng, inputs, encode, axis_name)
+    if switch < 0 or terms[0] == terms[1]:
+      con = before()
+    elif switch == 0:
+      con = after()
+    else:
+      con = jax.lax.cond(state["steps"] < switch, before, after)
+    return ce / k + con, {"steps": state["steps"] + 1}
+
+  return ParamObjective(apply=apply, init=init, init_state=init_state, takes_encoder=True)
+
+
+def tcl_objective(kwargs, num_views):
+  """TCL (Yang et al., arXiv 2202.10401; :func:`jaxcl.losses.tcl_loss`) on a multimodal
+  dataset with the EMA teacher on every view (``config.momentum.teacher_views = "all"``,
+  :data:`TEACHER_VIEWS`): ``z [B, 2*K*C, D]``, the ``K`` online views then the ``K`` teacher
+  views, ``C`` columns per view: the ``M = num_modalities`` global embeddings (column
+  ``m``) and, with ``config.model.locals`` (:class:`jaxcl.models.MultiModal`), then
+  ``L`` locals per modality (columns ``M + m*L + p``; padded locals are zero vectors, so
+  their validity is ``any(l != 0)``). Per step (``image_modality`` / ``text_modality``)::
+
+      v, t   = online view 0's image / text globals
+      v', t' = teacher view 1's (the other augmented image view, the same caption when text
+               views are the identity; view 0 when K = 1) image / text globals
+      l^I, l^T = teacher view 1's image patch / text token locals
+      L = tcl_loss(v, t, v', t', image_locals=l^I, text_locals=l^T, alpha=alpha_t, T)
+
+  The objective owns ``log_scale = log(1 / temperature)`` when ``learn_temperature``
+  (the reference's learnable ``temp``, init 0.07), kept in ``[min_temperature,
+  max_temperature]`` (0.001, 0.5 as the reference's clamp) by ``project``. With
+  ``alpha_warmup_steps > 0`` the soft-target weight is ``alpha * min(1, step /
+  alpha_warmup_steps)`` (the reference ramps over the first epoch), the step count being the
+  objective's state. ``imc`` / ``lmi`` (in ``config.loss.kwargs``) select the terms:
+  ``imc=False, lmi=False`` is ALBEF's ITC with momentum distillation. The trainer's single
+  MoCo queue is not used (TCL keeps one per modality): negatives are the global batch.
+  Health: ``tcl/temperature``.
+  """
+  import math
+  import jaxcl.losses
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("tcl_loss").items()}
+  fn = "tcl_loss"
+  ints = {k: check_int(own[k], 0, message=f"{fn}: {k!r} must be an int >= 0")
+          for k in ("num_modalities", "image_modality", "text_modality", "alpha_warmup_steps")}
+  m, im, tm, warm = (ints[k] for k in ("num_modalities", "image_modality", "text_modality",
+                                       "alpha_warmup_steps"))
+  if m < 2 or im >= m or tm >= m or im == tm:
+    raise ValueError(f"{fn}: 'image_modality' ({im}) and 'text_modality' ({tm}) must be two "
+                     f"different modalities of 'num_modalities' ({m} >= 2)")
+  t_lo, t_hi = float(own["min_temperature"]), float(own["max_temperature"])
+  t0 = float(kw.pop("temperature", 0.07))
+  if not 0 < t_lo <= t0 <= t_hi:
+    raise ValueError(f"{fn}: need 0 < min_temperature <= temperature <= max_temperature, got "
+                     f"{t_lo}, {t0}, {t_hi}")
+  learn = bool(own["learn_temperature"])
+  alpha = float(kw.pop("alpha", 0.4))
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f"{fn}: 'alpha' must be in [0, 1], got {alpha}")
+  lmi = bool(kw.get("lmi", True))
+  loss = functools.partial(jaxcl.losses.tcl_loss, **kw)
+  if num_views % m:
+    raise ValueError(f"{fn}: the step's {num_views} columns per example are not views x "
+                     f"num_modalities={m}")
+  kv = num_views // m  # the trainer passes K*M (views x modalities)
+  teacher_view = min(1, kv - 1)
+
+  def temperature(params):
+    return scale_of(params) if learn else t0
+
+  def columns(z):
+    total = z.shape[1]
+    if total % (2 * kv) or (total // (2 * kv)) % m:
+      raise ValueError(f"{fn}: z has {total} columns; expected 2 (online, teacher) x {kv} views "
+                       f"x {m} modalities x (1 + locals) (config.momentum.teacher_views='all')")
+    c = total // (2 * kv)
+    return c, c // m - 1
+
+  def apply(params, z, labels, rng, axis_name, state=None):
+    del labels, rng
+    c, n_loc = columns(z)
+    online, teach = z[:, :c], z[:, (kv + teacher_view) * c:(kv + teacher_view + 1) * c]
+    extra = {}
+    if lmi:
+      if n_loc < 1:
+        raise ValueError(f"{fn}: lmi=True needs local embeddings: set config.model.locals = "
+                         "True (MultiModal appends patch / token locals), or lmi=False")
+      for name, mod in (("image", im), ("text", tm)):
+        loc = teach[:, m + mod * n_loc:m + (mod + 1) * n_loc]
+        extra[f"{name}_locals"] = loc
+        extra[f"{name}_local_valid"] = jnp.any(loc != 0, axis=-1)
+    a = alpha
+    new = state
+    if state is not None:
+      a = alpha * jnp.minimum(1.0, state["steps"].astype(jnp.float32) / warm)
+      new = {"steps": state["steps"] + 1}
+    per = loss(online[:, im], online[:, tm], teach[:, im], teach[:, tm], alpha=a,
+               temperature=temperature(params), axis_name=axis_name, **extra)
+    return per if state is None else (per, new)
+
+  def init(rng, dim):
+    del rng, dim
+    return temperature_params(t0) if learn else {}
+
+  def project(params):
+    if not learn:
+      return params
+    lo, hi = math.log(1.0 / t_hi), math.log(1.0 / t_lo)
+    return {**params, "log_scale": jnp.clip(params["log_scale"], lo, hi)}
+
+  def health(params, z, axis_name):
+    del z, axis_name
+    return {"tcl/temperature": jnp.asarray(temperature(params), jnp.float32)}
+
+  init_state = (lambda dim: {"steps": jnp.zeros((), jnp.int32)}) if warm else None
+  return ParamObjective(apply=apply, init=init, project=project, health=health,
+                        init_state=init_state)
+
+
+# Symile (jaxcl/losses/symile.py): the M modalities of each view at once, with a learnable logit
+# scale owned by the objective; form="clip_sum" is the reference's pairwise CLIP baseline (the
+# sum of the C(M,2) symmetric pair losses) under the same scale (symile_objective).
+KINDS["symile"] = "symile"
+OBJECTIVE_KWARGS["symile"] = {"form": "symile", "learn_temperature": True, "max_scale": 100.0,
+                              "num_modalities": 0}
+SYMILE_FORMS = ("symile", "clip_sum")
+
+
+def symile_objective(kwargs, num_columns, num_views=None):
+  """Symile (Saporta et al., arXiv 2411.01053) for ``M >= 2`` modalities as a
+  :class:`ParamObjective` that owns the logit scale ``exp(log_scale)`` (the reference's
+  learnable ``logit_scale``; init ``1 / temperature``, default ``temperature = 0.1``, clamped at
+  ``max_scale`` = 100 by ``project`` as CLIP; ``learn_temperature=False`` keeps it fixed).
+  ``z [B, K*M, D]`` holds the modalities of ``K`` views (column ``v*M + m``; ``M =
+  num_modalities``, or ``num_columns // num_views``)::
+
+      form="symile":    L_i = 1/K sum_v symile([z[:, v*M + m] for m < M], T, rng_v)_i
+      form="clip_sum":  L_i = 1/K sum_v sum_{m < m'} clip_loss(z[:, v*M + m], z[:, v*M + m'], T)_i
+
+  (``rng_v = fold_in(rng, v)``: symile's ``negatives="n"`` permutations of the global batch).
+  ``clip_sum`` is the *sum* over modality pairs, as the reference's baseline
+  (``experiments/losses.py``); the *mean* (pwe) is ``clip_loss`` with ``learn_temperature``
+  through the pair adapter. Extra ``config.loss.kwargs``: ``form``, ``learn_temperature``,
+  ``max_scale``, ``num_modalities``; the rest (``temperature``, ``negatives``, ``normalize``,
+  ``impl``, ``block_size``) go to :func:`jaxcl.losses.symile` (``clip_sum``: all but
+  ``negatives`` to :func:`jaxcl.losses.clip_loss`).
+
+  Missing modalities are a data convention (``symile_xor_missing``: an all-zero block plus an
+  indicator feature), as in the reference: the tower embeds "missing" like any input and the
+  loss is unchanged. Health: ``logit_scale``.
+  """
+  import itertools as it
+  import jaxcl.losses
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("symile").items()}
+  form = own["form"]
+  if form not in SYMILE_FORMS:
+    raise ValueError(f"symile: 'form' must be one of {SYMILE_FORMS}, got {form!r}")
+  m = as_int(own["num_modalities"])
+  if m == 0:
+    m = num_columns // (num_views or 1) if num_views else num_columns
+  if m is None or m < 2 or num_columns % m:
+    raise ValueError(f"symile: needs >= 2 modalities (a multimodal dataset) dividing the "
+                     f"{num_columns} columns of z, got num_modalities={own['num_modalities']!r}")
+  learn, max_scale = bool(own["learn_temperature"]), own["max_scale"]
+  if max_scale is not None and not max_scale > 0:
+    raise ValueError(f"symile: 'max_scale' must be > 0 or None, got {max_scale!r}")
+  t0 = kw.pop("temperature", 0.1)
+  if not float(t0) > 0:
+    raise ValueError(f"symile: 'temperature' must be > 0, got {t0!r}")
+  if form == "clip_sum":
+    kw.pop("negatives", None)
+    loss = functools.partial(jaxcl.losses.clip_loss, **kw)
+  else:
+    loss = functools.partial(jaxcl.losses.symile, **kw)
+  pairs = list(it.combinations(range(m), 2))
+
+  def temperature(params):
+    return scale_of(params, max_scale) if learn else t0
+
+  def init(rng, dim):
+    del rng, dim
+    return temperature_params(t0) if learn else {}
+
+  def project(params):
+    return cap_log_scale(params, max_scale)
+
+  def apply(params, z, labels, rng, axis_name):
+    del labels
+    if z.shape[1] % m:
+      raise ValueError(f"symile: z has {z.shape[1]} columns, not a multiple of "
+                       f"num_modalities={m}")
+    t, per = temperature(params), []
+    for v in range(z.shape[1] // m):
+      mods = [z[:, v * m + i] for i in range(m)]
+      if form == "symile":
+        per.append(loss(mods, temperature=t, axis_name=axis_name,
+                        rng=None if rng is None else jax.random.fold_in(rng, v)))
+      else:
+        per.append(sum(loss(mods[i], mods[j], temperature=t, axis_name=axis_name)
+                       for i, j in pairs))
+    return per[0] if len(per) == 1 else jnp.mean(jnp.stack(per), axis=0)
+
+  def health(params, z, axis_name):
+    del z, axis_name
+    return {"logit_scale": 1.0 / jnp.asarray(temperature(params), jnp.float32)}
+
+  return ParamObjective(apply=apply, init=init, project=project, health=health)

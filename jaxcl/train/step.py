@@ -29,9 +29,10 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
 from jaxcl import queue as queue_lib
+from jaxcl.losses._common import check_int
 from jaxcl.train import momentum as momentum_lib
 from jaxcl.train.sharding import AXIS, data_sharding, replicated, state_shardings
 
@@ -56,14 +57,69 @@ class TrainState:
   objective_state: Any = None
 
 
-def build_model(model_config, bn_axis_name=None):
+def build_model(model_config, bn_axis_name=None, modalities=()):
   """``ContrastiveModel(encoder, projection head)`` from ``config.model``.
 
   ``bn_axis_name`` is set on every module that has BatchNorm (the trainer passes 'data' so
-  batch statistics are global, as with one device).
+  batch statistics are global, as with one device). With ``modalities`` (a multimodal
+  dataset's :class:`jaxcl.data.catalog.Modality` blocks): a :class:`jaxcl.models.MultiModal`
+  with one encoder + head per modality (:func:`modality_towers`).
   """
   from jaxcl import models
-  encoder = models.build_encoder(model_config.encoder, **dict(model_config.encoder_kwargs))
+  if model_config.get("locals", False) and not modalities:
+    raise ValueError("config.model.locals: local embeddings need a multimodal dataset")
+  if modalities and model_config.get("locals", False):  # globals then locals (TCL's LMI)
+    return models.MultiModalLocals(modality_towers(model_config, modalities, bn_axis_name),
+                                   tuple(modalities))
+  if modalities:
+    return models.MultiModal(modality_towers(model_config, modalities, bn_axis_name),
+                             tuple(modalities))
+  return _single_model(model_config, bn_axis_name,
+                       models.build_encoder(model_config.encoder,
+                                            **dict(model_config.encoder_kwargs)))
+
+
+def modality_towers(model_config, modalities, bn_axis_name=None):
+  """One ``ContrastiveModel`` per modality: ``config.model.modalities.<name>.encoder`` /
+  ``.encoder_kwargs`` (a ConfigDict per modality, optional) override the defaults
+  (``config.model.encoder`` and its kwargs; ``"text_transformer"`` with the modality's
+  ``vocab`` and length for ``tokens``); the projection head is the configured one."""
+  from jaxcl import models
+  per = dict(model_config.get("modalities") or {})
+  unknown = set(per) - {m.name for m in modalities}
+  if unknown:
+    raise ValueError(f"config.model.modalities names {sorted(unknown)}, not modalities of the "
+                     f"dataset ({[m.name for m in modalities]})")
+  towers = []
+  for m in modalities:
+    o = per.get(m.name) or {}
+    if m.kind == "tokens":
+      name, kwargs = "text_transformer", {"vocab": m.vocab, "max_len": m.shape[0]}
+    else:
+      name, kwargs = model_config.encoder, dict(model_config.encoder_kwargs)
+    if o.get("encoder"):
+      name, kwargs = o["encoder"], ({"vocab": m.vocab, "max_len": m.shape[0]}
+                                    if o["encoder"] == "text_transformer" else {})
+    kwargs.update(dict(o.get("encoder_kwargs") or {}))
+    try:
+      enc = models.build_encoder(name, **kwargs)
+    except ValueError as e:
+      raise ValueError(f"modality {m.name!r}: {e}") from e
+    if model_config.get("locals", False):  # token outputs through the head (models.locals)
+      if "return_tokens" not in getattr(enc, "__dataclass_fields__", {}):
+        raise ValueError(f"config.model.locals: modality {m.name!r}'s encoder {name!r} has no "
+                         "token outputs (vit_* and text_transformer have)")
+      tower = _single_model(model_config, bn_axis_name, enc.clone(return_tokens=True))
+      if not isinstance(tower, models.ContrastiveModel):
+        raise ValueError("config.model.locals does not combine with config.model.towers > 1")
+      towers.append(models.LocalsModel(tower.encoder, tower.head))
+      continue
+    towers.append(_single_model(model_config, bn_axis_name, enc))
+  return tuple(towers)
+
+
+def _single_model(model_config, bn_axis_name, encoder):
+  from jaxcl import models
   if hasattr(encoder, "bn_axis_name"):
     encoder = encoder.clone(bn_axis_name=bn_axis_name)
   head = models.ProjectionHead(hidden=model_config.head_hidden, out=model_config.head_out,
@@ -72,8 +128,7 @@ def build_model(model_config, bn_axis_name=None):
   if model_config.head_layers == 0:  # no projection head: z = h (fine-tuning objectives with
     head = None                      # heads of their own, e.g. Core-tuning)
   towers = model_config.get("towers", 1)
-  if isinstance(towers, bool) or not isinstance(towers, int) or towers < 1:
-    raise ValueError(f"config.model.towers must be an int >= 1, got {towers!r}")
+  towers = check_int(towers, 1, message="config.model.towers must be an int >= 1")
   if towers > 1:  # independent copies (own parameters), outputs concatenated
     return models.MultiTower(tuple(models.ContrastiveModel(encoder.clone(),
                                                           head and head.clone())
@@ -167,6 +222,13 @@ def objective_key(state):
   return jax.random.fold_in(jax.random.fold_in(state.rng, state.step), LOSS_STREAM)
 
 
+def by_example(z, num_views, b):
+  """View-major rows ``[K*B, D]`` (or ``[K*B, M, D]`` from a multimodal model) -> ``[B, K*M,
+  D]``, column ``v*M + m`` = view ``v`` of modality ``m`` (``M = 1``: ``[B, K, D]``)."""
+  z = z.reshape((num_views, b, -1, z.shape[-1]))
+  return jnp.swapaxes(z, 0, 1).reshape((b, -1, z.shape[-1]))
+
+
 def sharded_loss(model, objective, mesh, num_views=2, teacher_views="key"):
   """``(params, batch_stats, views, labels, rng[, objective_params]) -> (per_example_loss [B],
   new batch_stats, health)``.
@@ -209,12 +271,12 @@ def sharded_loss(model, objective, mesh, num_views=2, teacher_views="key"):
     # One forward pass over all views (view-major rows): BatchNorm sees the K*B rows together.
     (_, z), new_vars = model.apply(variables, jnp.concatenate(online), train=True,
                                    mutable=["batch_stats"])
-    z = jnp.swapaxes(z.reshape((len(online), b) + z.shape[1:]), 0, 1)
+    z = by_example(z, len(online), b)
     mo_out = {"ema_stats": None, "keys": None, "proxy_acc": None}
     if teacher and every_view:
       zk, mo_out["ema_stats"] = momentum_lib.encode(model, mo["ema"], jnp.concatenate(views),
                                                     AXIS)
-      zk = jnp.swapaxes(zk.reshape((len(views), b) + zk.shape[1:]), 0, 1)
+      zk = by_example(zk, len(views), b)
       mo_out["proxy_acc"] = momentum_lib.proxy_accuracy(z[:, 0], zk[:, 1], None, AXIS)
       z = jnp.concatenate([z, zk.astype(z.dtype)], axis=1)
     elif teacher:

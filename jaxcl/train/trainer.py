@@ -49,22 +49,30 @@ def setup(config, *, devices=None, objective=None):
   mesh = make_mesh(devices)
   objective = objective or cfg.make_objective(config)
   try:
-    view_fn = augment.make_view_fn(config.augment.kind or info.kind,
-                                   **dict(config.augment.params))
+    if info.modalities:  # one view function per modality block
+      view_fn = augment.make_multimodal_view_fn(info.modalities, config.augment.modalities)
+    else:
+      view_fn = augment.make_view_fn(config.augment.kind or info.kind,
+                                     **dict(config.augment.params))
   except ValueError as e:
     raise cfg.ConfigError(f"config.augment: {e}") from e
   step_views = view_fn
   if config.views.num_local:  # multi-crop: K global views, then the local ones
     try:
-      local_fn = augment.make_view_fn(config.augment.kind or info.kind,
-                                      **{**dict(config.augment.params),
-                                         **dict(config.views.local_params)})
+      if info.modalities:  # multimodal: views.local_params = {modality: overrides}
+        mods, over = dict(config.augment.modalities), dict(config.views.local_params)
+        local_fn = augment.make_multimodal_view_fn(info.modalities, {
+            n: {**dict(mods.get(n) or {}), **dict(over.get(n) or {})} for n in {**mods, **over}})
+      else:
+        local_fn = augment.make_view_fn(config.augment.kind or info.kind,
+                                        **{**dict(config.augment.params),
+                                           **dict(config.views.local_params)})
     except ValueError as e:
       raise cfg.ConfigError(f"config.views.local_params: {e}") from e
     step_views = (view_fn,) * config.views.num + (local_fn,) * config.views.num_local
   try:
-    model = build_model(config.model, bn_axis_name="data")
-    eval_model = build_model(config.model, bn_axis_name=None)
+    model = build_model(config.model, bn_axis_name="data", modalities=info.modalities)
+    eval_model = build_model(config.model, bn_axis_name=None, modalities=info.modalities)
   except ValueError as e:
     raise cfg.ConfigError(f"config.model: {e}") from e
   tx, schedule = make_optimizer(config.optim, config.num_steps)
@@ -119,7 +127,7 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
   """
   distributed.maybe_initialize(config.distributed)
   parts = setup(config, objective=objective)
-  info, mesh, state = parts["info"], parts["mesh"], parts["state"]
+  mesh, state = parts["mesh"], parts["state"]
   os.makedirs(workdir, exist_ok=True)
   iterator = _loader(config, config.data.train_split) if iterator is None else iterator
   mngr = ckpt.manager(os.path.abspath(os.path.join(workdir, "checkpoints")),
@@ -220,8 +228,47 @@ class Evaluator:
     apply = lambda v, xb: model.apply(v, xb, train=False)[0]
     return encode(apply, variables, x, self.parts["mesh"], self.config.eval.batch_size)
 
+  def _modality_features(self, params, batch_stats, x):
+    """Per-modality ``(h_m, z_m)`` of a multimodal model (one encode pass, split after)."""
+    from jaxcl.eval.evaluate import encode
+    model = self.parts["eval_model"]
+    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+
+    def apply(v, xb):
+      outs = model.apply(v, xb, train=False, method="per_modality")
+      return jnp.concatenate([a for o in outs for a in o], axis=-1)
+
+    shapes = jax.eval_shape(lambda v, xb: model.apply(v, xb, train=False,
+                                                      method="per_modality"),
+                            variables, jax.ShapeDtypeStruct((2,) + tuple(x.shape[1:]),
+                                                            jnp.float32))
+    flat = encode(apply, variables, x, self.parts["mesh"], self.config.eval.batch_size)
+    cuts = np.cumsum([a.shape[-1] for o in shapes for a in o])[:-1]
+    parts = np.split(flat, cuts, axis=-1)
+    return [(parts[2 * i], parts[2 * i + 1]) for i in range(len(shapes))]
+
+  def _measure_multimodal(self, params, batch_stats):
+    from jaxcl import data
+    from jaxcl.eval import multimodal
+    info = self.parts["info"]
+    train, test = self.data()
+    ftr = self._modality_features(params, batch_stats, train["x"])
+    fte = self._modality_features(params, batch_stats, test["x"])
+    prompts = data.prompts(info.name)
+    prompt_z = None
+    if prompts is not None:
+      c, p = prompts.shape[:2]
+      zp = self._modality_features(params, batch_stats, prompts.reshape(c * p, -1))[1][1]
+      prompt_z = zp.reshape(c, p, -1)
+    res = multimodal.evaluate_modalities(ftr, fte, train["y"], test["y"],
+                                         [m.name for m in info.modalities], info.num_classes,
+                                         self.config.eval, self.config.seed, prompt_z=prompt_z)
+    return res, fte[0][0]
+
   def measure(self, params, batch_stats, geometry=True):
     from jaxcl.eval import evaluate
+    if self.parts["info"].modalities:
+      return self._measure_multimodal(params, batch_stats)
     train, test = self.data()
     ftr = self._features(params, batch_stats, train["x"])
     fte = self._features(params, batch_stats, test["x"])
@@ -261,6 +308,15 @@ class Evaluator:
       raw.update(evaluate.geometry(flat))
       if not self.parts["info"].is_regression:
         raw["tolerance"] = _tolerance(flat, test["y"])
+      if self.parts["info"].modalities:  # per-modality raw blocks (token ids as numbers)
+        from jaxcl.data import split_modalities
+        mods = self.parts["info"].modalities
+        for m, btr, bte in zip(mods, split_modalities(train["x"], mods),
+                               split_modalities(test["x"], mods)):
+          r = evaluate.evaluate_features(btr, train["y"], bte, test["y"],
+                                         self.parts["info"].num_classes, self.config.eval,
+                                         self.config.seed)
+          raw[f"probe_{m.name}"], raw[f"knn_{m.name}"] = r["linear_probe"], r["knn"]
       table["raw inputs"] = raw
       params, stats = init_variables(self.parts["eval_model"], self.parts["rng"],
                                      self.parts["info"].shape)
@@ -271,7 +327,11 @@ class Evaluator:
     self.history = [h for h in self.history if h["step"] != int(state.step)]
     self.history.append({"step": int(state.step), **trained})
     self._write(table)
-    md = evaluate.markdown_table(table, k=self.config.eval.knn_k)
+    if self.parts["info"].modalities:
+      from jaxcl.eval import multimodal
+      md = multimodal.markdown_table(table, [m.name for m in self.parts["info"].modalities])
+    else:
+      md = evaluate.markdown_table(table, k=self.config.eval.knn_k)
     _print0(f"\n{self.config.data.name} test results\n{md}")
     # The curves and the class-coloured embedding plot are drawn for class labels only.
     if self.config.plots and jax.process_index() == 0 and not self.parts["info"].is_regression:
