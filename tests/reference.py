@@ -311,3 +311,35 @@ def fd_directional(f, x, direction, eps=1e-6):
   """Central finite-difference derivative of ``f`` at ``x`` along ``direction``."""
   x = np.array(x, np.float64)
   return (f(x + eps * direction) - f(x - eps * direction)) / (2 * eps)
+
+
+def check_value_and_grad(lib_fn, ref_fn, inputs, wrt=None, atol=1e-6):
+  """The library's per-example values equal the float64 reference's (rtol 1e-5) and its
+  gradient of ``sum_i w_i loss_i`` (fixed random weights) matches central differences of the
+  reference, one coordinate per row plus one random direction, for the inputs ``wrt``
+  (default all). Returns ``(reference values, library gradients w.r.t. every input)``."""
+  import jax
+  import jax.numpy as jnp
+  want = ref_fn(*inputs)
+  w = np.random.default_rng(99).uniform(0.5, 1.5, size=len(want))
+  idx = tuple(range(len(inputs)))
+  values, grads = jax.jit(lambda *xs: (lib_fn(*xs), jax.grad(
+      lambda *xs: jnp.sum(w * lib_fn(*xs)), argnums=idx)(*xs)))(*inputs)
+  values = np.asarray(values)
+  assert values.dtype == np.float32 and values.shape == want.shape
+  np.testing.assert_allclose(values, want, rtol=1e-5, atol=atol)
+  rng = np.random.default_rng(5)
+  for n in (idx if wrt is None else wrt):
+    x = inputs[n]
+    scalar = lambda xn, n=n: float(np.dot(w, ref_fn(*[xn if m == n else z
+                                                      for m, z in enumerate(inputs)])))
+    got = np.asarray(grads[n], np.float64)
+    assert np.all(np.isfinite(got)) and np.abs(got).max() > 0
+    tol = lambda want: dict(rtol=2e-4, atol=2e-4 * max(1e-3, np.abs(want).max()))
+    coords = [i + (int(rng.integers(x.shape[-1])),) for i in np.ndindex(*x.shape[:-1])]
+    fd = fd_coords(scalar, x, coords)
+    np.testing.assert_allclose([got[c] for c in coords], fd, **tol(fd))
+    direction = rng.normal(size=x.shape)
+    fd = fd_directional(scalar, x, direction)
+    np.testing.assert_allclose(np.sum(got * direction), fd, **tol(fd))
+  return want, grads

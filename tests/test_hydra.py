@@ -12,7 +12,7 @@ import pytest
 from jax.sharding import AxisType, PartitionSpec as P
 
 from jaxcl import augment, losses
-from tests.reference import fd_coords, fd_directional
+from tests.reference import check_value_and_grad
 
 B, D = 6, 5
 LABELS = np.array([0, 1, 0, 2, 1, 0], np.int32)
@@ -76,30 +76,7 @@ def ref_hydra(f, y, y2, g, temperature, variant="fastssl", symmetric=False, vali
 
 
 def _check(lib_fn, ref_fn, inputs):
-  """Values to 1e-5 and d/dx sum_i w_i loss_i (one coordinate per row + one direction) vs
-  central differences of the reference, for every input."""
-  want = ref_fn(*inputs)
-  w = np.random.default_rng(99).uniform(0.5, 1.5, size=len(want))
-  idx = tuple(range(len(inputs)))
-  values, grads = jax.jit(lambda *xs: (lib_fn(*xs), jax.grad(
-      lambda *xs: jnp.sum(w * lib_fn(*xs)), argnums=idx)(*xs)))(*inputs)
-  values = np.asarray(values)
-  assert values.dtype == np.float32 and values.shape == want.shape
-  np.testing.assert_allclose(values, want, rtol=1e-5, atol=1e-6)
-  rng = np.random.default_rng(5)
-  for n, x in enumerate(inputs):
-    scalar = lambda xn, n=n: float(np.dot(w, ref_fn(*[xn if m == n else z
-                                                      for m, z in enumerate(inputs)])))
-    got = np.asarray(grads[n], np.float64)
-    assert np.all(np.isfinite(got)) and np.abs(got).max() > 0
-    tol = lambda want: dict(rtol=2e-4, atol=2e-4 * max(1e-3, np.abs(want).max()))
-    coords = [i + (int(rng.integers(x.shape[-1])),) for i in np.ndindex(*x.shape[:-1])]
-    fd = fd_coords(scalar, x, coords)
-    np.testing.assert_allclose([got[c] for c in coords], fd, **tol(fd))
-    direction = rng.normal(size=x.shape)
-    fd = fd_directional(scalar, x, direction)
-    np.testing.assert_allclose(np.sum(got * direction), fd, **tol(fd))
-  return want
+  return check_value_and_grad(lib_fn, ref_fn, inputs)[0]
 
 
 CASES = {
