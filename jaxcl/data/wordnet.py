@@ -126,7 +126,11 @@ class WordNet:
 
   def _index_lines(self, name):
     """``index.<name>`` as ``{lemma: rest of its line}`` (parsed on lookup)."""
-    with open(os.path.join(self.directory, f"index.{name}"), encoding="utf-8") as f:
+    path = os.path.join(self.directory, f"index.{name}")
+    if not os.path.isfile(path):
+      raise WordNetNotFoundError(f"wordnet: lookup needs {path!r}; install `{APT_COMMAND}` or "
+                                 f"point ${ENV_VAR} at a full WordNet 3.0 dict directory")
+    with open(path, encoding="utf-8") as f:
       return dict(line.split(" ", 2)[::2] for line in f if line[0] != " ")
 
   def _hyponym_table(self):
@@ -191,9 +195,9 @@ def load_wordnet(path: str | os.PathLike | None = None) -> WordNet:
 
 @functools.lru_cache(maxsize=4)
 def _parse(directory: str) -> WordNet:
-  offsets, pos, lemmas, glosses, raw_hyper = [], [], [], [], []
+  offsets, keys, pos, lemmas, glosses, raw_hyper = [], [], [], [], [], []
   for file_pos, name in POS_FILES:
-    strip = _MARKER.sub if file_pos == "a" else None
+    unmark = functools.partial(_MARKER.sub, "") if file_pos == "a" else None
     with open(os.path.join(directory, f"data.{name}"), encoding="utf-8") as f:
       for line in f:
         if line[0] == " ":  # license header
@@ -203,13 +207,14 @@ def _parse(directory: str) -> WordNet:
         at = 4 + 2 * int(fields[3], 16)
         words = fields[4:at:2]
         offsets.append(int(fields[0]))
+        keys.append((file_pos, fields[0]))
         pos.append(fields[2])
-        lemmas.append(tuple(strip("", w) for w in words) if strip else tuple(words))
+        lemmas.append(tuple(map(unmark, words)) if unmark else tuple(words))
         glosses.append(gloss.rstrip())
         end = at + 1 + 4 * int(fields[at])
         raw_hyper.append([(fields[k + 2], fields[k + 1]) for k in range(at + 1, end, 4)
                           if fields[k] in HYPERNYM_SYMBOLS])
-  index = {("a" if p == "s" else p, f"{o:08d}"): i for i, (p, o) in enumerate(zip(pos, offsets))}
+  index = {k: i for i, k in enumerate(keys)}
   hypernyms = tuple(tuple(index[("a" if p == "s" else p, o)] for p, o in hs) for hs in raw_hyper)
   definitions = tuple(g.split('; "')[0].strip() if not g.startswith('"') else g for g in glosses)
   return WordNet(offsets=np.asarray(offsets, np.int64), pos=np.asarray(pos, "<U1"),
@@ -235,8 +240,10 @@ def split_synsets(wn: WordNet, split: str = "train", *, seed: int = 0,
                   test_fraction: float = 0.1, pos=ALL_POS) -> np.ndarray:
   """Sorted synset indices of ``split`` (``"train"`` / ``"test"`` / ``"all"``) among ``pos``.
 
-  A seeded permutation of the selected synsets; the first ``round(test_fraction * S)`` are the
-  held-out test synsets. Example: ``split_synsets(wn, "test", seed=0, pos="n")``.
+  A seeded permutation of all ``S`` synsets; its first ``round(test_fraction * S)`` are the
+  held-out test synsets, then restricted to ``pos``, so one seed gives the same held-out
+  synsets to every task and part-of-speech selection.
+  Example: ``split_synsets(wn, "test", seed=0, pos="n")``.
   """
   if split not in ("train", "test", "all"):
     raise ValueError(f"wordnet: 'split' must be 'train', 'test' or 'all', got {split!r}")
@@ -245,9 +252,10 @@ def split_synsets(wn: WordNet, split: str = "train", *, seed: int = 0,
   ids = _select(wn, pos)
   if split == "all":
     return ids
-  perm = np.random.default_rng([seed, 0x574E]).permutation(ids)
-  n_test = int(round(test_fraction * len(ids)))
-  return np.sort(perm[:n_test] if split == "test" else perm[n_test:])
+  perm = np.random.default_rng([seed, 0x574E]).permutation(len(wn))
+  held_out = np.zeros(len(wn), bool)
+  held_out[perm[:int(round(test_fraction * len(wn)))]] = True
+  return ids[held_out[ids] == (split == "test")]
 
 
 def _distinct(lemmas) -> list:
