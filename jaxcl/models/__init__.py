@@ -18,6 +18,7 @@ from jaxcl.models.heads import ContrastiveModel, PredictionHead, ProjectionHead
 from jaxcl.models.towers import MultiTower  # N towers on one input, outputs concatenated
 from jaxcl.models.text import TextTransformer
 from jaxcl.models.multimodal import MultiModal  # one tower per modality block of x
+from jaxcl.models.bert import BertEncoder  # pretrained weights: jaxcl.models.pretrained
 from jaxcl.models.locals import LocalsModel, MultiModalLocals  # patch / token locals (TCL)
 
 _ENCODERS = {
@@ -48,5 +49,5 @@ def build_encoder(name: str, **kwargs):
 
 __all__ = ["ENCODERS", "build_encoder", "MLP", "CNN1D", "ResNet", "ViT", "ProjectionHead",
            "PredictionHead", "ContrastiveModel"]
-__all__ += ["MultiTower", "MultiModal", "TextTransformer"]
+__all__ += ["MultiTower", "MultiModal", "TextTransformer", "BertEncoder"]
 __all__ += ["LocalsModel", "MultiModalLocals"]
