@@ -48,3 +48,6 @@ from jaxcl.losses.dat import dat_loss, lse_energy; __all__ += ["dat_loss", "lse_
 from jaxcl.losses.improved_vlp import cl2l_loss, smoothed_info_nce; __all__ += ["cl2l_loss", "smoothed_info_nce"]  # noqa: E402,E702,E501
 from jaxcl.losses.m3col import init_m3col_heads, m3co_loss, m3co_mix, m3co_mixing, m3col_heads, soft_clip_loss; __all__ += ["m3co_loss", "m3co_mix", "m3co_mixing", "soft_clip_loss", "init_m3col_heads", "m3col_heads"]  # noqa: E402,E702,E501
 from jaxcl.losses.tcl import distilled_info_nce, tcl_cma, tcl_imc, tcl_lmi, tcl_loss, tcl_terms; __all__ += ["distilled_info_nce", "tcl_cma", "tcl_imc", "tcl_lmi", "tcl_loss", "tcl_terms"]  # noqa: E402,E501,E702
+from jaxcl.losses.whitenedcse import shuffled_group_whitening, whitenedcse, whitenedcse_loss; __all__ += ["shuffled_group_whitening", "whitenedcse", "whitenedcse_loss"]  # noqa: E402,E702,E501
+from jaxcl.losses.codiemb import average_rank, codiemb_ir, codiemb_sts, codiemb_sts_terms, soft_rank; __all__ += ["average_rank", "codiemb_ir", "codiemb_sts", "codiemb_sts_terms", "soft_rank"]  # noqa: E402,E702,E501
+from jaxcl.losses.simctg import simctg_loss; __all__ += ["simctg_loss"]  # noqa: E402,E702
