@@ -3,7 +3,6 @@ references of NSPT and the MM term written here (value and gradient by finite di
 8 devices = 1 device (value and gradient), bf16 and extreme inputs, argument errors, the replay
 batches / buffer / continual metrics, and two tiny tasks end to end (warm start, frozen teacher
 snapshot, resume)."""
-import math
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +13,7 @@ from jax.sharding import AxisType, PartitionSpec as P
 from jaxcl import losses
 from jaxcl.recipes import coconut
 from tests.reference import fd_coords, fd_directional
+from tests.reference import unit as _unit, lse as _lse
 
 B, D = 8, 5
 LABELS = np.array([0, 1, 0, 2, 1, 3, 3, 0], np.int32)
@@ -26,16 +26,6 @@ def _data(seed, *shape):
 
 
 # ------------------------------------------------------------------ float64 loop references
-
-
-def _unit(x):
-  n = math.sqrt(sum(float(t) * float(t) for t in x))
-  return np.asarray(x, np.float64) / n if n > 0 else np.zeros(len(x))
-
-
-def _lse(values):
-  m = max(values)
-  return m + math.log(sum(math.exp(t - m) for t in values))
 
 
 def _prep(x, normalize):

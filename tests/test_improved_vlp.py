@@ -12,6 +12,7 @@ from jax.sharding import AxisType, PartitionSpec as P
 
 from jaxcl import losses
 from tests.reference import check_value_and_grad, fd_coords
+from tests.reference import unit as _unit
 
 B, D, DH = 6, 4, 3
 VALID = np.array([1, 1, 0, 1, 1, 1], bool)            # row 2 is padding
@@ -22,12 +23,6 @@ def _data(seed, *shape):
 
 
 # ------------------------------------------------------------------ the float64 loop reference
-
-
-def _unit(x):
-  x = np.asarray(x, np.float64)
-  n = math.sqrt(float(np.dot(x, x)))
-  return x / n if n > 0 else x * 0.0
 
 
 def ref_smoothed(q, k, t, eps, valid=None, normalize=True):

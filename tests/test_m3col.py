@@ -3,7 +3,6 @@ reference's ``mixco_nce`` with its soft-target matrix, fixed-point overwrite inc
 SoftCLIP, value and gradient by finite differences; the mixing draw; 8 devices = 1 device
 (mixing drawn and inputs mixed inside ``shard_map``); bf16 and extreme inputs; argument
 errors."""
-import math
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +12,7 @@ from jax.sharding import AxisType, PartitionSpec as P
 
 from jaxcl import losses
 from tests.reference import check_value_and_grad
+from tests.reference import unit as _unit, lse as _lse
 
 B, D = 6, 4
 LAM = np.array([0.7, 1.0, 0.2, 0.95, 0.5, 1.0], np.float32)
@@ -27,16 +27,6 @@ def _data(seed, *shape):
 
 
 # ------------------------------------------------------------------ float64 loop references
-
-
-def _unit(x):
-  n = math.sqrt(sum(float(t) * float(t) for t in x))
-  return np.asarray(x, np.float64) / n if n > 0 else np.zeros(len(x))
-
-
-def _lse(values):
-  m = max(values)
-  return m + math.log(sum(math.exp(t - m) for t in values))
 
 
 def _rows(x, normalize):

@@ -17,6 +17,7 @@ from jaxcl.data import catalog, embedded
 from jaxcl.eval.multimodal import predict_modality, predict_modality_accuracy
 from jaxcl.train import objectives
 from tests.reference import fd_coords
+from tests.reference import unit as _unit, lse as _lse
 
 B, M, D = 8, 3, 4
 T = 0.5
@@ -98,16 +99,6 @@ def test_missing_variant_masks_train_blocks_only(xor):
 
 
 # ---------------------------------------------------------------- the float64 loop reference
-
-
-def _unit(v):
-  v = np.asarray(v, np.float64)
-  return v / math.sqrt(float(v @ v))
-
-
-def _lse(values):
-  top = max(values)
-  return top + math.log(sum(math.exp(t - top) for t in values))
 
 
 def _perms(rng, n):

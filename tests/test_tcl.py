@@ -14,6 +14,7 @@ from jax.sharding import AxisType, PartitionSpec as P
 
 from jaxcl import losses
 from tests.reference import check_value_and_grad
+from tests.reference import unit as _unit, lse as _lse
 
 B, D, L = 5, 4, 3
 VALID = np.array([1, 1, 0, 1, 1], bool)               # row 2 is padding
@@ -25,17 +26,6 @@ def _data(seed, *shape):
 
 
 # ------------------------------------------------------------------ float64 loop references
-
-
-def _unit(x):
-  x = np.asarray(x, np.float64)
-  n = math.sqrt(float(np.dot(x, x)))
-  return x / n if n > 0 else x * 0.0
-
-
-def _lse(values):
-  m = max(values)
-  return m + math.log(sum(math.exp(t - m) for t in values))
 
 
 def _ok(valid, b):
