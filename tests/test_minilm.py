@@ -80,7 +80,13 @@ def test_tokenize_and_errors(tower):
   with pytest.raises(TypeError, match="sentences"):
     tokenize("one string")
   with pytest.raises(ValueError, match="input_ids"):
-    module.apply({"params": params}, jnp.zeros((1, 4)))
+    module.apply({"params": params}, jnp.zeros((4,), jnp.int32))
+  with pytest.raises(ValueError, match="input_ids"):
+    module.apply({"params": params}, jnp.zeros((1, 4), bool))
+  # Token ids carried as float32 (jaxcl's token data) are the same ids.
+  ids = jnp.asarray(b["input_ids"])
+  np.testing.assert_array_equal(module.apply({"params": params}, ids),
+                                module.apply({"params": params}, ids.astype(jnp.float32)))
 
 
 def test_tiny_encoder_dropout_and_grad():

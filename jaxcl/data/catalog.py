@@ -136,6 +136,20 @@ DATASETS = tuple(_INFOS)
 EMBEDDED = tuple(n for n, i in _INFOS.items() if i.embedded)
 
 
+def register(info_: DatasetInfo) -> DatasetInfo:
+  """Adds a runtime dataset (built in memory by a recipe, e.g. tokenized WordNet pairs of
+  :mod:`jaxcl.data.text`) so the trainer can validate a config naming it. Such a dataset has no
+  tfds builder: its batches come through ``jaxcl.train.train(..., iterator=...)``.
+  Re-registering the same name with the same description is a no-op; a different one raises."""
+  if not isinstance(info_, DatasetInfo):
+    raise TypeError(f"register: 'info_' must be a DatasetInfo, got {type(info_).__name__}")
+  old = _INFOS.get(info_.name)
+  if old is not None and old != info_:
+    raise ValueError(f"register: dataset {info_.name!r} is already registered as {old}")
+  _INFOS[info_.name] = info_
+  return info_
+
+
 def check_name(name: str) -> str:
   if name not in _INFOS:
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")

@@ -2,7 +2,8 @@
 
 Names: ``mlp``, ``cnn1d``, ``resnet18``, ``resnet50`` (CIFAR stem), ``vit_tiny``,
 ``vit_small``, ``vit_base`` (``patch_size`` kwarg, default 4), ``text_transformer`` (token
-ids ``[B, L]``, :class:`TextTransformer`). ``kwargs`` override the
+ids ``[B, L]``, :class:`TextTransformer`), ``bert`` (:class:`BertEncoder`, all-MiniLM-L6-v2's
+shape; ``config.model.pretrained="minilm"`` loads its weights). ``kwargs`` override the
 module's fields (e.g. ``width=16`` for a thin ResNet, ``bn_axis_name="data"``).
 
 Example:
@@ -30,6 +31,7 @@ _ENCODERS = {
     "vit_small": (ViT, dict(dim=384, depth=12, heads=6)),
     "vit_base": (ViT, dict(dim=768, depth=12, heads=12)),
     "text_transformer": (TextTransformer, {}),
+    "bert": (BertEncoder, {}),  # all-MiniLM-L6-v2's shape; config.model.pretrained loads it
 }
 ENCODERS = tuple(_ENCODERS)
 

@@ -60,7 +60,7 @@ class _Layer(nn.Module):
 class BertEncoder(nn.Module):
   """BERT encoder + masked mean pooling (+ optional L2 normalisation); see the module docstring.
 
-  ``__call__(input_ids [B, L] int, attention_mask [B, L] = ids != 0, token_type_ids = 0,
+  ``__call__(input_ids [B, L] int (or float ids, as jaxcl's token data), attention_mask [B, L] = ids != 0, token_type_ids = 0,
   train=False) -> [B, dim]`` (``return_tokens=True``: also the token states ``[B, L, dim]``).
   """
   vocab: int = 30522
@@ -78,9 +78,14 @@ class BertEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, train: bool = False):
-    if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
-      raise ValueError(f"BertEncoder: 'input_ids' must be integer [B, L], got "
+    if input_ids.ndim != 2:
+      raise ValueError(f"BertEncoder: 'input_ids' must be [B, L] token ids, got "
                        f"{input_ids.dtype}{list(input_ids.shape)}")
+    if jnp.issubdtype(input_ids.dtype, jnp.floating):  # jaxcl's data carries ids as float32
+      input_ids = jnp.round(input_ids).astype(jnp.int32)
+    elif not jnp.issubdtype(input_ids.dtype, jnp.integer):
+      raise ValueError(f"BertEncoder: 'input_ids' must be integer (or float32-carried) token "
+                       f"ids, got {input_ids.dtype}")
     if input_ids.shape[1] > self.max_len:
       raise ValueError(f"BertEncoder: 'input_ids' length {input_ids.shape[1]} exceeds "
                        f"max_len={self.max_len}")

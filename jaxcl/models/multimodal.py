@@ -29,16 +29,34 @@ from jaxcl.data.catalog import split_modalities
 
 
 class MultiModal(nn.Module):
+  """One tower per modality (``shared=False``) or one tower for every modality (``shared=True``:
+  a Siamese / bi-encoder, e.g. MNRL's query and document texts; the blocks must have one shape
+  and are encoded in one batched pass)."""
   towers: Sequence[nn.Module]
   modalities: Sequence[Any]
+  shared: bool = False
 
   def setup(self):
-    if len(self.towers) != len(self.modalities) or len(self.towers) < 2:
+    if len(self.modalities) < 2:
+      raise ValueError(f"MultiModal: needs >= 2 modalities, got {len(self.modalities)}")
+    if self.shared:
+      if len(self.towers) != 1:
+        raise ValueError(f"MultiModal(shared=True): needs exactly one tower, got "
+                         f"{len(self.towers)}")
+      shapes = {(m.kind, tuple(m.shape)) for m in self.modalities}
+      if len(shapes) != 1:
+        raise ValueError(f"MultiModal(shared=True): every modality must have one kind and "
+                         f"shape, got {sorted(shapes)}")
+    elif len(self.towers) != len(self.modalities):
       raise ValueError(f"MultiModal: needs one tower per modality (>= 2), got "
                        f"{len(self.towers)} towers for {len(self.modalities)} modalities")
 
   def per_modality(self, x, train: bool = False):
     blocks = split_modalities(x, self.modalities)
+    if self.shared:
+      h, z = self.towers[0](jnp.concatenate(blocks), train=train)
+      m = len(blocks)
+      return tuple(zip(jnp.split(h, m), jnp.split(z, m)))
     return tuple(t(b, train=train) for t, b in zip(self.towers, blocks))
 
   def __call__(self, x, train: bool = False):

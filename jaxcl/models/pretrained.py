@@ -144,3 +144,58 @@ def load_minilm(path=None, dtype=np.float32):
   params = convert_params(st.load_file(str(path / "model.safetensors")), module.depth)
   tokenize = make_tokenize_fn(path / "tokenizer.json", st_cfg.get("max_seq_length", 256))
   return module, params, tokenize
+
+
+_BERT_KEYS = {"word", "position", "token_type", "embed_ln"}
+PRETRAINED = ("minilm",)
+
+
+def copy_into(tree, bert_params, *, where="params"):
+  """``tree`` with every :class:`BertEncoder` parameter subtree (recognised by its embedding
+  names) replaced by ``bert_params``; ``ValueError`` naming the path if a shape differs or if
+  ``tree`` holds no BERT encoder. Other modules (projection heads, objectives) are untouched."""
+  import jax
+  found = []
+
+  def walk(t, path):
+    if isinstance(t, dict) or hasattr(t, "items"):
+      t = dict(t)
+      if _BERT_KEYS <= set(t):
+        flat_new = dict(jax.tree_util.tree_leaves_with_path(bert_params))
+        flat_old = dict(jax.tree_util.tree_leaves_with_path(t))
+        if set(flat_new) != set(flat_old):
+          raise ValueError(f"pretrained: the BERT encoder at {where}/{'/'.join(path)} has "
+                           f"another structure than the pretrained weights (depth or options "
+                           f"differ)")
+        for k, v in flat_new.items():
+          if tuple(v.shape) != tuple(flat_old[k].shape):
+            raise ValueError(f"pretrained: {where}/{'/'.join(path)}{jax.tree_util.keystr(k)} "
+                             f"has shape {tuple(flat_old[k].shape)}, the pretrained weight "
+                             f"{tuple(v.shape)}")
+        found.append(path)
+        return jax.tree.map(lambda old, new: np.asarray(new, old.dtype), t, bert_params)
+      return {k: walk(v, path + (str(k),)) for k, v in t.items()}
+    return t
+
+  out = walk(tree, ())
+  if not found:
+    raise ValueError(f"pretrained: no BERT encoder in the model's {where} (use "
+                     f"config.model.encoder='bert' or a tokens modality with it)")
+  return out
+
+
+def warm_start(name: str):
+  """``state -> state`` copying the pretrained weights ``name`` (``"minilm"``) into every BERT
+  encoder of a :class:`jaxcl.train.step.TrainState` (and of its EMA teacher): the trainer's
+  ``config.model.pretrained``. The optimiser state stays fresh (zeros), as in fine-tuning."""
+  if name not in PRETRAINED:
+    raise ValueError(f"config.model.pretrained={name!r}: known weights: {PRETRAINED}")
+  _, bert, _ = load_minilm()
+
+  def apply(state):
+    state = state.replace(params=copy_into(state.params, bert))
+    if state.ema is not None:
+      state = state.replace(ema={**state.ema, "params": copy_into(state.ema["params"], bert,
+                                                                  where="ema")})
+    return state
+  return apply

@@ -75,6 +75,12 @@ def default_config() -> ml_collections.ConfigDict:
   # Multimodal: z also holds every modality's projected patch / token locals after the globals,
   # [B, M + M*L, D] (jaxcl.models.MultiModalLocals; TCL's LMI); token encoders only.
   c.model.locals = False
+  # Multimodal: one tower shared by every modality (bi-encoder; the modalities must have one
+  # kind and shape, e.g. query / document token blocks of a text-pair dataset).
+  c.model.shared_tower = False
+  # Pretrained weights copied into every BERT encoder of the model when training starts from
+  # scratch (not on resume): "" (off) | "minilm" (all-MiniLM-L6-v2; needs jaxcl[text]).
+  c.model.pretrained = ""
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "nt_xent"     # a jaxcl.losses function with an adapter (jaxcl/train/objectives.py)
@@ -191,9 +197,13 @@ def num_modalities(config):
   """Modalities per example (1 unless ``config.data.name`` is a multimodal dataset)."""
   import jaxcl.data
   name = config.data.name
-  if not name or name not in jaxcl.data.DATASETS:
+  try:
+    info = jaxcl.data.info(name) if name else None
+  except ValueError:  # unknown: dataset_info() reports it
     return 1
-  return max(1, len(jaxcl.data.info(name).modalities))
+  if info is None:
+    return 1
+  return max(1, len(info.modalities))
 
 
 def make_objective(config):
@@ -290,7 +300,17 @@ def check_label_embedding(config, info):
 
 def check_init(config):
   """``config.init`` (fine-tuning from another run's checkpoint): the checkpoint itself is read
-  (and its modules' shapes checked) when training starts."""
+  (and its modules' shapes checked) when training starts. ``config.model.pretrained`` names
+  known weights and excludes ``config.init.workdir``."""
+  name = config.model.get("pretrained", "")
+  if name:
+    from jaxcl.models.pretrained import PRETRAINED
+    if name not in PRETRAINED:
+      raise ConfigError(f"config.model.pretrained={name!r}: known weights: {PRETRAINED} "
+                        f"('' = off)")
+    if "init" in config and config.init.workdir:
+      raise ConfigError("config.model.pretrained and config.init.workdir both set: choose one "
+                        "starting point")
   if "init" not in config:
     return
   w, mods = config.init.workdir, config.init.modules

@@ -71,6 +71,9 @@ def build_model(model_config, bn_axis_name=None, modalities=()):
   if modalities and model_config.get("locals", False):  # globals then locals (TCL's LMI)
     return models.MultiModalLocals(modality_towers(model_config, modalities, bn_axis_name),
                                    tuple(modalities))
+  if modalities and model_config.get("shared_tower", False):  # one bi-encoder tower
+    towers = modality_towers(model_config, modalities[:1], bn_axis_name)
+    return models.MultiModal(towers, tuple(modalities), shared=True)
   if modalities:
     return models.MultiModal(modality_towers(model_config, modalities, bn_axis_name),
                              tuple(modalities))
@@ -86,6 +89,8 @@ def modality_towers(model_config, modalities, bn_axis_name=None):
   ``vocab`` and length for ``tokens``); the projection head is the configured one."""
   from jaxcl import models
   per = dict(model_config.get("modalities") or {})
+  if model_config.get("shared_tower", False):  # the one shared tower takes the first's options
+    per = {modalities[0].name: o for o in per.values()} if len(per) == 1 else per
   unknown = set(per) - {m.name for m in modalities}
   if unknown:
     raise ValueError(f"config.model.modalities names {sorted(unknown)}, not modalities of the "
@@ -100,6 +105,8 @@ def modality_towers(model_config, modalities, bn_axis_name=None):
     if o.get("encoder"):
       name, kwargs = o["encoder"], ({"vocab": m.vocab, "max_len": m.shape[0]}
                                     if o["encoder"] == "text_transformer" else {})
+    elif m.kind == "tokens" and model_config.encoder == "bert":  # pretrained vocabulary
+      name, kwargs = "bert", dict(model_config.encoder_kwargs)
     kwargs.update(dict(o.get("encoder_kwargs") or {}))
     try:
       enc = models.build_encoder(name, **kwargs)
@@ -215,6 +222,7 @@ def make_views(view_fn, state, x, num_views=2):
 
 
 LOSS_STREAM = 1 << 30  # fold_in index of the loss's key: apart from the views' 0..K-1
+DROPOUT_STREAM = 7     # fold_in of the loss key for the model's "dropout" rng
 
 
 def objective_key(state):
@@ -269,8 +277,10 @@ def sharded_loss(model, objective, mesh, num_views=2, teacher_views="key"):
     teacher = mo["ema"] is not None
     online = (views[0],) + tuple(views[2:]) if teacher and not every_view else views
     # One forward pass over all views (view-major rows): BatchNorm sees the K*B rows together.
+    # Dropout (e.g. SimCSE's views): its own stream, different on every device.
+    drop = jax.random.fold_in(jax.random.fold_in(rng, DROPOUT_STREAM), jax.lax.axis_index(AXIS))
     (_, z), new_vars = model.apply(variables, jnp.concatenate(online), train=True,
-                                   mutable=["batch_stats"])
+                                   mutable=["batch_stats"], rngs={"dropout": drop})
     z = by_example(z, len(online), b)
     mo_out = {"ema_stats": None, "keys": None, "proxy_acc": None}
     if teacher and every_view:

@@ -136,6 +136,9 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
   if warm_start is None and init is not None and init.workdir:  # fine-tuning (config.init)
     warm_start = functools.partial(ckpt.restore_modules, init.workdir,
                                    modules=tuple(init.modules))
+  elif warm_start is None and config.model.get("pretrained"):  # e.g. MiniLM into BERT towers
+    from jaxcl.models import pretrained
+    warm_start = pretrained.warm_start(config.model.pretrained)
   restored = ckpt.restore_latest(mngr, state, iterator)
   if restored is not None:
     state = restored
