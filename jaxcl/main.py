@@ -5,7 +5,8 @@ Any config field can be overridden with ``--config.<key>=<value>`` (e.g.
 Re-running with the same ``--workdir`` resumes from its latest checkpoint. The same command
 runs on every process of a multi-host job (see :mod:`jaxcl.train.distributed`). Installed as
 the ``jaxcl`` console script. A config with an ``mcl`` block (``configs/mcl_digits.py``) runs
-the multistage recipe :mod:`jaxcl.recipes.mcl` instead of a single training run.
+the multistage recipe :mod:`jaxcl.recipes.mcl` instead of a single training run; a config with
+``recipe = "<name>"`` runs ``jaxcl.recipes.<name>.train(config, workdir)`` (the text recipes).
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def main(argv):
     elif "coconut" in _CONFIG.value:  # class-incremental tasks (configs/coconut_*.py)
       from jaxcl.recipes import coconut
       coconut.train(_CONFIG.value, _WORKDIR.value)
+    elif "recipe" in _CONFIG.value:  # config.recipe = "<name>": jaxcl.recipes.<name>.train
+      from jaxcl import recipes
+      recipes.run(_CONFIG.value, _WORKDIR.value)
     else:
       train(_CONFIG.value, _WORKDIR.value)
   except (ConfigError, NonFiniteLossError) as e:

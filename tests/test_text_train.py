@@ -136,3 +136,22 @@ def test_shared_tower_needs_one_shape():
   m = models.MultiModal((tower,), mods, shared=True)
   with pytest.raises(ValueError, match="one kind and shape"):
     m.init(jax.random.key(0), jnp.zeros((2, 10)))
+
+
+def test_recipe_dispatch_and_trainer_config():
+  import ml_collections
+  from jaxcl import recipes
+  c = tiny_config()
+  with c.unlocked():
+    c.recipe = "no_such_recipe"
+    c.text = ml_collections.ConfigDict({"max_len": 8})
+  with pytest.raises(ValueError, match="config.recipe='no_such_recipe'"):
+    recipes.run(c, "/tmp/unused")
+  with c.unlocked():
+    c.recipe = "../x"
+  with pytest.raises(ValueError, match="module name"):
+    recipes.run(c, "/tmp/unused")
+  t = recipes.trainer_config(c, "text")
+  assert "recipe" not in t and "text" not in t and "recipe" in c
+  from jaxcl.train.config import check_keys
+  check_keys(t)  # an ordinary trainer config again
