@@ -30,6 +30,7 @@ DEV = [
     "nbclient>=0.10",
     "nbformat>=5.10",
     "ipykernel>=6.29",
+    "networkx>=3.0",  # graph primitives checked against networkx (tests/test_graph.py)
     "ott-jax>=0.6.0",  # test reference for jaxcl.sinkhorn (OT plans)
 ]
 

@@ -25,9 +25,32 @@ STUDIES = {
     "tcl": (("arm", "imc", "lmi"), 1),
     "clip_vs_siglip": (("loss", "batch", "lr", "steps", "impl"), 2),
     "improved_vlp": (("method", "local_views", "ssl_weight", "views"), 1),
+    "contrastive_search": (("training", "decoder"), 1),
 }
 # Studies whose runs have no linear probe: the [0, 1] metric the smoke test checks instead.
 SMOKE_METRIC = {"laso": "union_seen"}
+SMOKE_METRIC["contrastive_search"] = "diversity"  # rows are decodings, not trainer runs
+# WhitenedCSE vs SimCSE (text): the pretrained row + 2 methods; no probe, the pair AUC instead.
+STUDIES["whitenedcse"] = (("method", "loss", "views"), 3)
+SMOKE_METRIC["whitenedcse"] = "pair_auc"
+# CoDiEmb (text): pretrained + naive + CoDiEmb final / average / delta-guided; no probe.
+STUDIES["codiemb"] = (("arm", "variant", "batches"), 5)
+SMOKE_METRIC["codiemb"] = "mrr@10"
+# MMHCL vs LightGCN (graph recipe jaxcl.recipes.mmhcl, not trainer runs): test Recall@20.
+STUDIES["mmhcl"] = (("method",), 2)
+SMOKE_METRIC["mmhcl"] = "recall_all"
+# MEOW / AdaMEOW vs InfoNCE (graph recipe jaxcl.recipes.meow, not trainer runs): macro-F1.
+STUDIES["meow"] = (("method",), 2)
+SMOKE_METRIC["meow"] = "macro_f1"
+# Lexical specialization (text recipe): the smoke runs the method arm only (its row holds BEFORE).
+STUDIES["lexical_specialization"] = (("method",), 1)
+SMOKE_METRIC["lexical_specialization"] = "ret_unseen/recall@10"
+# MoE-MNRL (text recipe): the smoke runs the MoE arm only (tiny BERT); macro MRR@10, no probe.
+STUDIES["moe_mnrl"] = (("arm",), 1)
+SMOKE_METRIC["moe_mnrl"] = "mrr@10"
+# MCLRec vs SASRec (sequence recipe jaxcl.recipes.mclrec, not trainer runs): test HR@10.
+STUDIES["mclrec"] = (("method",), 2)
+SMOKE_METRIC["mclrec"] = "hr@10"
 # Recipes whose file name does not end with their dataset's name.
 RECIPE_DATA = {"laso_synthetic": "multilabel_protos", "sepclr_digits": "digits_grating"}
 RECIPE_DATA["m3col_breast_cancer"] = "breast_cancer_blocks"

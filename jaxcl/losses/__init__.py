@@ -51,3 +51,8 @@ from jaxcl.losses.tcl import distilled_info_nce, tcl_cma, tcl_imc, tcl_lmi, tcl_
 from jaxcl.losses.whitenedcse import shuffled_group_whitening, whitenedcse, whitenedcse_loss; __all__ += ["shuffled_group_whitening", "whitenedcse", "whitenedcse_loss"]  # noqa: E402,E702,E501
 from jaxcl.losses.codiemb import average_rank, codiemb_ir, codiemb_sts, codiemb_sts_terms, soft_rank; __all__ += ["average_rank", "codiemb_ir", "codiemb_sts", "codiemb_sts_terms", "soft_rank"]  # noqa: E402,E702,E501
 from jaxcl.losses.simctg import simctg_loss; __all__ += ["simctg_loss"]  # noqa: E402,E702
+from jaxcl.losses.lexical import label_nt_xent; __all__ += ["label_nt_xent"]  # noqa: E402,E702
+from jaxcl.losses.graph import bpr_loss, grace_loss; __all__ += ["bpr_loss", "grace_loss"]  # noqa: E402,E702
+from jaxcl.losses.codiemb_joint import codiemb_joint, codiemb_labels, codiemb_unpack_labels; __all__ += ["codiemb_joint", "codiemb_labels", "codiemb_unpack_labels"]  # noqa: E402,E702,E501
+from jaxcl.losses.mclrec import margin_regularizer, mclrec_meta_loss; __all__ += ["margin_regularizer", "mclrec_meta_loss"]  # noqa: E402,E702
+from jaxcl.losses.meow import adameow_info_nce, concentration, init_weight_mlp, meow_info_nce, proto_nce; __all__ += ["adameow_info_nce", "concentration", "init_weight_mlp", "meow_info_nce", "proto_nce"]  # noqa: E402,E702,E501

@@ -14,6 +14,12 @@ the batch divided by the batch's number of valid pairs -- it does not decompose 
 per-sequence terms. ``"sequence"`` returns ``[B]``: each sequence's own pair mean (0 for fewer
 than 2 valid tokens). Computation in float32 whatever the input float dtype.
 
+``axis_name`` (inside ``jax.shard_map``, sequences split over devices): the contrast is within
+each sequence, so nothing is gathered; ``"mean"`` divides the ``psum`` of the pair-loss sums by
+the ``psum`` of the pair counts, so every device returns the same global scalar, equal (value
+and gradient) to the single-device call on the full batch -- a mean of per-device means would
+weight devices by their (padding-dependent) pair counts. ``"sequence"`` needs no collective.
+
 Example:
   >>> import jax, jax.numpy as jnp
   >>> h = jnp.sin(jnp.arange(80.0)).reshape(2, 5, 8)
@@ -25,8 +31,11 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxcl import collectives
 
-def simctg_loss(hidden, valid=None, *, margin: float = 0.5, reduction: str = "mean"):
+
+def simctg_loss(hidden, valid=None, *, margin: float = 0.5, reduction: str = "mean",
+                axis_name=None):
   """SimCTG contrastive margin loss of token states ``hidden [B, L, D]`` (see module doc)."""
   if hidden.ndim != 3:
     raise ValueError(f"simctg_loss: 'hidden' must be [B, L, D], got shape {tuple(hidden.shape)}")
@@ -49,4 +58,5 @@ def simctg_loss(hidden, valid=None, *, margin: float = 0.5, reduction: str = "me
   pairs = jnp.sum(mask, axis=(1, 2)).astype(jnp.float32)
   if reduction == "sequence":
     return jnp.sum(loss, axis=(1, 2)) / jnp.maximum(pairs, 1.0)
-  return jnp.sum(loss) / jnp.maximum(jnp.sum(pairs), 1.0)
+  total = collectives.psum(jnp.sum(loss), axis_name)
+  return total / jnp.maximum(collectives.psum(jnp.sum(pairs), axis_name), 1.0)

@@ -20,7 +20,9 @@ from jaxcl.models.towers import MultiTower  # N towers on one input, outputs con
 from jaxcl.models.text import TextTransformer
 from jaxcl.models.multimodal import MultiModal  # one tower per modality block of x
 from jaxcl.models.bert import BertEncoder  # pretrained weights: jaxcl.models.pretrained
+from jaxcl.models.bert_moe import BertMoE  # domain-expert FFNs, x[:, 0] = expert id (MoE-MNRL)
 from jaxcl.models.locals import LocalsModel, MultiModalLocals  # patch / token locals (TCL)
+from jaxcl.models.sasrec import SASRec  # causal self-attention sequence recommender (MCLRec)
 
 _ENCODERS = {
     "mlp": (MLP, {}),
@@ -32,6 +34,7 @@ _ENCODERS = {
     "vit_base": (ViT, dict(dim=768, depth=12, heads=12)),
     "text_transformer": (TextTransformer, {}),
     "bert": (BertEncoder, {}),  # all-MiniLM-L6-v2's shape; config.model.pretrained loads it
+    "bert_moe": (BertMoE, {}),  # BertEncoder + enforced-routing experts; bert_moe.warm_start
 }
 ENCODERS = tuple(_ENCODERS)
 
@@ -52,4 +55,4 @@ def build_encoder(name: str, **kwargs):
 __all__ = ["ENCODERS", "build_encoder", "MLP", "CNN1D", "ResNet", "ViT", "ProjectionHead",
            "PredictionHead", "ContrastiveModel"]
 __all__ += ["MultiTower", "MultiModal", "TextTransformer", "BertEncoder"]
-__all__ += ["LocalsModel", "MultiModalLocals"]
+__all__ += ["LocalsModel", "MultiModalLocals", "BertMoE", "SASRec"]

@@ -75,6 +75,9 @@ class BertEncoder(nn.Module):
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   return_tokens: bool = False
+  # Token ids attended to but left out of the mean pooling (lexical specialization's word
+  # vector = mean over the word's subwords: pool_exclude=(101, 102), MiniLM's [CLS] / [SEP]).
+  pool_exclude: tuple = ()
 
   @nn.compact
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, train: bool = False):
@@ -106,6 +109,8 @@ class BertEncoder(nn.Module):
       x = _Layer(self.dim, self.heads, self.mlp_dim, self.eps, self.dropout, self.dtype,
                  name=f"layer_{i}")(x, mask, train)
     w = mask.astype(jnp.float32)[..., None]
+    for t in self.pool_exclude:
+      w = jnp.where((input_ids == int(t))[..., None], 0.0, w)
     pooled = (x.astype(jnp.float32) * w).sum(1) / jnp.maximum(w.sum(1), 1e-9)
     if self.normalize:
       pooled = pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)

@@ -112,6 +112,9 @@ OBJECTIVE_KWARGS["laso"] = {"num_labels": None, "layers": 1}
 # SepCLR: z = [c | s] (config.model.towers = 2) and the background / target flag from the
 # labels (labels < background_classes = background), both views (jaxcl/losses/sepclr.py).
 KINDS["sepclr"] = "labels"
+# Lexical specialization (jaxcl/losses/lexical.py): label-based NT-Xent (PML semantics) over all
+# K columns of z (a synonym pair: z [B, 2, D] from the shared tower), positives = same label.
+KINDS["label_nt_xent"] = "labels"
 # DAT (jaxcl/losses/dat.py): z = the classifier's logits; the objective runs the PGD sampler and
 # attack through the model (takes_encoder) and keeps the T curriculum as state (dat_objective).
 KINDS["dat_loss"] = "dat"
@@ -205,6 +208,10 @@ def reserved_kwargs(name, fn):
     out += ("image", "text", "image_local", "text_local", "valid")
   if KINDS.get(name) == "symile":
     out += ("modalities", "valid")
+  if KINDS.get(name) == "codiemb":
+    out += ("z", "task", "scores", "valid")
+  if KINDS.get(name) == "whitened":
+    out += ("project", "valid")
   return out + (("labels",) if KINDS.get(name) == "labels" else ())
 
 
@@ -258,6 +265,10 @@ def make_objective(name, kwargs, num_views, num_global_views=None):
     return tcl_objective(kwargs, num_views)
   if KINDS[name] == "symile":
     return symile_objective(kwargs, num_views, num_global_views)
+  if KINDS[name] == "codiemb":
+    return codiemb_objective(kwargs, num_views)
+  if KINDS[name] == "whitened":
+    return whitenedcse_objective(kwargs)
   if KINDS[name] == "scaled_pair":
     own = {k: kwargs[k] for k in OBJECTIVE_KWARGS["scaled_pair"] if k in kwargs}
     kwargs = {k: v for k, v in dict(kwargs).items() if k not in own}
@@ -1369,3 +1380,87 @@ def symile_objective(kwargs, num_columns, num_views=None):
     return {"logit_scale": 1.0 / jnp.asarray(temperature(params), jnp.float32)}
 
   return ParamObjective(apply=apply, init=init, project=project, health=health)
+
+
+# WhitenedCSE (jaxcl/losses/whitenedcse.py): views = K dropout passes of one text; the objective
+# owns the train-only head SGW -> Linear(D, D) -> tanh of the reference (whitenedcse_objective).
+KINDS["whitenedcse"] = "whitened"
+OBJECTIVE_KWARGS["whitened"] = {"head": True, "whiten": True}
+
+
+def whitenedcse_objective(kwargs):
+  """WhitenedCSE (Zhuo et al., arXiv 2305.17746) as a :class:`ParamObjective`::
+
+      x   = SGW(z)                  shuffled group whitening per view, global-batch statistics
+      u   = tanh(x W + b)           the reference's train-only MLPLayer (head=True)
+      L_i = sum_{k>=1} info_nce(u[:, 0], u[:, k])_i      (anchor view 0, K - 1 positives)
+
+  ``z [B_local, K, D]`` are the K dropout views (``config.views.num``; the paper K = 3). Own
+  kwargs: ``head`` (learn ``W [D, D] ~ N(0, 0.02^2)``, ``b = 0``: BERT's ``init_weights``, as
+  the reference's ``cls.init_weights()`` gives its MLPLayer; False = no head) and ``whiten``
+  (False: no SGW, so ``head=True, whiten=False`` with K = 2 is SimCSE's ``mlp_only_train`` head
+  + InfoNCE). The rest go to :func:`jaxcl.losses.whitenedcse` (``num_groups``, ``temperature``,
+  ``chunking``, ``eps``, ``method``, ``impl``). Under ``axis_name`` the whitening statistics
+  are psum'd over the global batch and the permutations come from the step's loss key (the
+  same on every device), so a sharded step equals the single-device one; negatives gathered.
+  The head is train-only: evaluation reads the encoder's pooled embedding.
+  """
+  import jaxcl.losses
+  kw = dict(kwargs)
+  own = {k: kw.pop(k, d) for k, d in objective_kwargs("whitenedcse").items()}
+  for k, v in own.items():
+    if not isinstance(v, bool):
+      raise ValueError(f"whitenedcse: {k!r} must be a bool, got {v!r}")
+  if own["whiten"]:
+    loss = functools.partial(jaxcl.losses.whitenedcse, **kw)
+  else:
+    keep = {k: kw[k] for k in ("temperature", "impl", "block_size") if k in kw}
+    loss = lambda z, rng, project=None, axis_name=None: jaxcl.losses.whitenedcse_loss(
+        z if project is None else project(z.reshape(-1, z.shape[-1])).reshape(z.shape),
+        axis_name=axis_name, **keep)
+
+  def project_fn(params):
+    if not own["head"]:
+      return None
+    return lambda x: jnp.tanh(jnp.einsum("nd,de->ne", x.astype(jnp.float32), params["w"],
+                                         preferred_element_type=jnp.float32) + params["b"])
+
+  def apply(params, z, labels, rng, axis_name):
+    del labels
+    if z.shape[1] < 2:
+      raise ValueError(f"whitenedcse: needs config.views.num >= 2 dropout views, got z of "
+                       f"shape {tuple(z.shape)}")
+    return loss(z, rng, project=project_fn(params), axis_name=axis_name)
+
+  def init(rng, dim):
+    if not own["head"]:
+      return {}
+    return {"w": 0.02 * jax.random.normal(rng, (dim, dim), jnp.float32),
+            "b": jnp.zeros((dim,), jnp.float32)}
+
+  return ParamObjective(apply=apply, init=init)
+
+
+# CoDiEmb joint IR + STS (jaxcl/losses/codiemb_joint.py): z [B, M, D] (M texts of a row, one
+# shared tower); the row's task and its STS gold scores ride in the labels (codiemb_labels), and
+# each row gets the IR or the STS loss by its task (codiemb_objective).
+KINDS["codiemb_joint"] = "codiemb"
+
+
+def codiemb_objective(kwargs, num_columns):
+  """``codiemb_joint(z, task, scores)`` with ``(task, scores) = codiemb_unpack_labels(labels,
+  M // 2)`` (``M = num_columns``, even): IR rows get the multi-positive IR loss, STS rows the
+  order-aware STS losses (``form="codiemb"``) or every pair one InfoNCE (``form="info_nce"``,
+  the naive baseline). ``config.loss.kwargs`` go to :func:`jaxcl.losses.codiemb_joint`."""
+  import jaxcl.losses
+  if num_columns < 2 or num_columns % 2:
+    raise ValueError(f"codiemb_joint: needs an even number >= 2 of texts per row (a multimodal "
+                     f"text dataset with views.num = 1), got {num_columns} columns")
+  loss = functools.partial(jaxcl.losses.codiemb_joint, **dict(kwargs))
+
+  def objective(z, labels, rng, axis_name):
+    del rng
+    task, scores = jaxcl.losses.codiemb_unpack_labels(labels, z.shape[1] // 2)
+    return loss(z, task, scores, axis_name=axis_name)
+
+  return objective
