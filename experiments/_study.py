@@ -212,6 +212,23 @@ def run_grid(settings, seeds, log=print, measure=None, iterator=None):
   return rows
 
 
+def replot_or_run(args, name, run):
+  """``(runs, grid, references, machine, wall_s, cpu_s)`` of a study whose ``run()`` returns
+  ``(runs, grid, references)``: read back from ``<out>/<name>.json`` with ``--replot`` (machine
+  info and timings as saved), else run now and timed (``machine`` None: measured at write)."""
+  import json
+  import os
+  if args.replot:
+    with open(os.path.join(args.out, f"{name}.json")) as f:
+      saved = json.load(f)
+    return (saved["runs"], saved["grid"], saved["references"], saved["machine"],
+            saved.get("study_wall_s"), saved.get("study_cpu_s"))
+  t0, cpu0 = time.time(), _cpu_seconds()
+  runs_, grid, refs = run()
+  return (runs_, grid, refs, None, round(time.time() - t0, 1),
+          round(_cpu_seconds() - cpu0, 1))
+
+
 def _cpu_seconds():
   import resource
   r = resource.getrusage(resource.RUSAGE_SELF)

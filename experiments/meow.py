@@ -29,10 +29,7 @@ labelled papers per class on the frozen fine-view embedding ``z_f`` (primary; th
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
 
 import numpy as np
 
@@ -181,17 +178,8 @@ def verdict(summary, seeds, ref_mean):
 def main(argv=None):
   args = _study.parse_args(argv)
   seeds = (0,) if args.smoke else (0, 1, 2)
-  t0 = time.time()
-  if args.replot:
-    with open(os.path.join(args.out, "meow.json")) as f:
-      saved = json.load(f)
-    rows, grid_rows, refs = saved["runs"], saved["grid"], saved["references"]
-    info, wall, cpu = saved["machine"], saved.get("study_wall_s"), saved.get("study_cpu_s")
-  else:
-    cpu0 = _study._cpu_seconds()  # pylint: disable=protected-access
-    (rows, grid_rows, refs), info = run(args.smoke), None
-    wall = round(time.time() - t0, 1)
-    cpu = round(_study._cpu_seconds() - cpu0, 1)  # pylint: disable=protected-access
+  rows, grid_rows, refs, info, wall, cpu = _study.replot_or_run(
+      args, "meow", lambda: run(args.smoke))
   summary = _study.summarize(rows, METRICS)
   for s in summary:
     s["lrs"] = ", ".join(f"{r['lr']:g}" for r in rows if r["setting"] == s["setting"])
