@@ -30,6 +30,25 @@ import jax.numpy as jnp
 Dtype = Any
 
 
+def attention_sublayer(m, x, mask, train):
+  """``LN(x + Attn(x))`` of a post-LN block ``m`` (fields ``dim, heads, eps, dropout, dtype``),
+  called inside ``m``'s compact ``__call__`` so its submodules (``query``, ``key``, ``value``,
+  ``attn_out``, ``attn_ln``) are ``m``'s. Returns ``(x, drop, dense, ln)`` for the FFN part
+  (``jaxcl.models.bert_moe`` builds its expert FFN on the same attention)."""
+  b, l, _ = x.shape
+  hd = m.dim // m.heads
+  drop = lambda y: nn.Dropout(m.dropout, deterministic=not train)(y) if m.dropout else y
+  dense = lambda n, name: nn.Dense(n, dtype=m.dtype, name=name)
+  split = lambda y: y.reshape(b, l, m.heads, hd)
+  q, k, v = (split(dense(m.dim, n)(x)) for n in ("query", "key", "value"))
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / hd ** 0.5
+  logits = jnp.where(mask[:, None, None, :] > 0, logits, jnp.finfo(jnp.float32).min)
+  probs = drop(nn.softmax(logits, axis=-1).astype(m.dtype))
+  att = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, l, m.dim)
+  ln = lambda name: nn.LayerNorm(epsilon=m.eps, dtype=m.dtype, name=name)
+  return ln("attn_ln")(x + drop(dense(m.dim, "attn_out")(att))), drop, dense, ln
+
+
 class _Layer(nn.Module):
   """One post-LN BERT block: ``x = LN(x + Attn(x)); x = LN(x + FFN(x))``."""
   dim: int
@@ -41,18 +60,7 @@ class _Layer(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, train):
-    b, l, _ = x.shape
-    hd = self.dim // self.heads
-    drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y) if self.dropout else y
-    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
-    split = lambda y: y.reshape(b, l, self.heads, hd)
-    q, k, v = (split(dense(self.dim, n)(x)) for n in ("query", "key", "value"))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / hd ** 0.5
-    logits = jnp.where(mask[:, None, None, :] > 0, logits, jnp.finfo(jnp.float32).min)
-    probs = drop(nn.softmax(logits, axis=-1).astype(self.dtype))
-    att = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, l, self.dim)
-    ln = lambda name: nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name=name)
-    x = ln("attn_ln")(x + drop(dense(self.dim, "attn_out")(att)))
+    x, drop, dense, ln = attention_sublayer(self, x, mask, train)
     h = nn.gelu(dense(self.mlp_dim, "ffn_in")(x), approximate=False)
     return ln("ffn_ln")(x + drop(dense(self.dim, "ffn_out")(h)))
 

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl.models.bert import attention_sublayer
+
 Dtype = Any
 
 
@@ -70,18 +72,7 @@ class _MoELayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, onehot, train):
-    b, l, _ = x.shape
-    hd = self.dim // self.heads
-    drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y) if self.dropout else y
-    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)
-    split = lambda y: y.reshape(b, l, self.heads, hd)
-    q, k, v = (split(dense(self.dim, n)(x)) for n in ("query", "key", "value"))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / hd ** 0.5
-    logits = jnp.where(mask[:, None, None, :] > 0, logits, jnp.finfo(jnp.float32).min)
-    probs = drop(nn.softmax(logits, axis=-1).astype(self.dtype))
-    att = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, l, self.dim)
-    ln = lambda name: nn.LayerNorm(epsilon=self.eps, dtype=self.dtype, name=name)
-    x = ln("attn_ln")(x + drop(dense(self.dim, "attn_out")(att)))
+    x, drop, dense, ln = attention_sublayer(self, x, mask, train)
     if not self.num_experts:
       h = nn.gelu(dense(self.mlp_dim, "ffn_in")(x), approximate=False)
       return ln("ffn_ln")(x + drop(dense(self.dim, "ffn_out")(h)))
