@@ -51,6 +51,12 @@ SMOKE_METRIC["moe_mnrl"] = "mrr@10"
 # MCLRec vs SASRec (sequence recipe jaxcl.recipes.mclrec, not trainer runs): test HR@10.
 STUDIES["mclrec"] = (("method",), 2)
 SMOKE_METRIC["mclrec"] = "hr@10"
+# SSACL ± adversarial positives (table recipe jaxcl.recipes.table_integration): pair AP.
+STUDIES["table_integration"] = (("method",), 2)
+SMOKE_METRIC["table_integration"] = "pair_ap"
+# InstructUE AR + CL vs AR-only (own loop, jaxcl.recipes.instructue): held-out answer MRR.
+STUDIES["instructue"] = (("method",), 2)
+SMOKE_METRIC["instructue"] = "mrr"
 # Recipes whose file name does not end with their dataset's name.
 RECIPE_DATA = {"laso_synthetic": "multilabel_protos", "sepclr_digits": "digits_grating"}
 RECIPE_DATA["m3col_breast_cancer"] = "breast_cancer_blocks"

@@ -19,9 +19,9 @@ Splits: ``train_per_class`` labelled papers per class for the probe's fit (the u
 class" protocol), ``val_fraction`` of the rest for model selection, the remainder for test.
 
 Example:
-  >>> g = make_hetero(0, num_papers=60, num_authors=30, num_venues=6)
+  >>> g = make_hetero(0, num_papers=120, num_authors=30, num_venues=6, train_per_class=5)
   >>> g.x_paper.shape, g.paper_author.shape, g.paper_venue.shape
-  ((60, 32), (60, 3), (60,))
+  ((120, 32), (120, 3), (120,))
 """
 from __future__ import annotations
 

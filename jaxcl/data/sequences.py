@@ -18,8 +18,8 @@ it the validation target, and every prefix of the first ``length - 2`` items pre
 item for training (RecBole's sequential protocol).
 
 Example:
-  >>> d = make_sequences(0, num_users=8, num_items=30, length=6)
-  >>> d.items.shape, int(d.items.min()) >= 1, int(d.items.max()) <= 30
+  >>> d = make_sequences(0, num_users=8, num_items=40, length=6, num_clusters=4, branch=8)
+  >>> d.items.shape, int(d.items.min()) >= 1, int(d.items.max()) <= 40
   ((8, 6), True, True)
 """
 from __future__ import annotations

@@ -56,3 +56,5 @@ from jaxcl.losses.graph import bpr_loss, grace_loss; __all__ += ["bpr_loss", "gr
 from jaxcl.losses.codiemb_joint import codiemb_joint, codiemb_labels, codiemb_unpack_labels; __all__ += ["codiemb_joint", "codiemb_labels", "codiemb_unpack_labels"]  # noqa: E402,E702,E501
 from jaxcl.losses.mclrec import margin_regularizer, mclrec_meta_loss; __all__ += ["margin_regularizer", "mclrec_meta_loss"]  # noqa: E402,E702
 from jaxcl.losses.meow import adameow_info_nce, concentration, init_weight_mlp, meow_info_nce, proto_nce; __all__ += ["adameow_info_nce", "concentration", "init_weight_mlp", "meow_info_nce", "proto_nce"]  # noqa: E402,E702,E501
+from jaxcl.losses.table_integration import adversarial_positive, ssacl_loss; __all__ += ["adversarial_positive", "ssacl_loss"]  # noqa: E402,E702
+from jaxcl.losses.instructue import instructue_loss; __all__ += ["instructue_loss"]  # noqa: E402,E702
