@@ -33,3 +33,19 @@ atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+
+# Optional parts (WordNet files, the text extra, the MiniLM weights): tests/optional.py.
+import pytest  # noqa: E402
+
+from tests import optional  # noqa: E402
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", optional.MARKER_HELP)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+  optional.check_item(item)

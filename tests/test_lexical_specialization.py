@@ -226,6 +226,7 @@ def test_subword_pooling_and_chunked_embedding():
   assert np.abs(plain - want).max() > 1e-3  # [CLS] / [SEP] change the default mean
 
 
+@pytest.mark.requires("wordnet")
 def test_training_pool_and_held_out_synsets():
   from jaxcl.data import wordnet
   from jaxcl.recipes.lexical_specialization import build_task

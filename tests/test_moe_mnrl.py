@@ -186,6 +186,7 @@ def test_per_domain_runs_see_exactly_the_shared_runs_batches_of_their_domain():
       np.testing.assert_array_equal(next(own)["x"], b)
 
 
+@pytest.mark.requires("wordnet")
 def test_domain_pairs_and_eval_sets_on_wordnet():
   from jaxcl.data import wordnet
   wn = wordnet.load_wordnet()

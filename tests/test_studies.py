@@ -66,8 +66,14 @@ RECIPE_DATA["siglip_digits"] = "digits_captions"
 RECIPE_DATA["improved_vlp_digits"] = "digits_captions"
 
 
+# Text studies: WordNet, the text extra and MiniLM's tokenizer (tests/optional.py).
+NEEDS = {s: ("wordnet", "text", "minilm") for s in
+         ("codiemb", "contrastive_search", "lexical_specialization", "moe_mnrl", "whitenedcse")}
+
+
 @pytest.mark.smoke
-@pytest.mark.parametrize("study", sorted(STUDIES))
+@pytest.mark.parametrize("study", [pytest.param(s, marks=pytest.mark.requires(*NEEDS.get(s, ())))
+                                   for s in sorted(STUDIES)])
 def test_study_smoke(study, tmp_path):
   columns, n_settings = STUDIES[study]
   module = importlib.import_module(f"experiments.{study}")
