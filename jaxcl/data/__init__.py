@@ -26,6 +26,10 @@ Example:
   >>> data.info("digits").shape, data.load_arrays("digits", "test")["x"].shape
   ((8, 8, 1), (360, 8, 8, 1))
 """
+from jaxcl import _extras  # noqa: E402
+
+_extras.require("train", __name__)
+
 from jaxcl.data.catalog import DATASETS, EMBEDDED, DatasetInfo, info
 from jaxcl.data.loader import data_source, load_arrays, make_loader, subset_arrays
 from jaxcl.data.loader import count_indices, train_subset_arrays

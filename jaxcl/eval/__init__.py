@@ -2,6 +2,10 @@
 
 ``jaxcl.eval.evaluate`` runs them on an encoder and writes ``workdir/eval.json``.
 """
+from jaxcl import _extras  # noqa: E402
+
+_extras.require("train", __name__)
+
 from jaxcl.eval.knn import knn_accuracy, knn_predict
 from jaxcl.eval.probe import fit_logistic, linear_probe
 from jaxcl.eval.retrieval import retrieval_recall

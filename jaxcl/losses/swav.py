@@ -42,7 +42,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxcl import sinkhorn
 from jaxcl.kernels import logits
@@ -161,6 +160,8 @@ def freeze_prototypes_until(step_threshold: int, *, name="prototypes"):
     >>> [round(float(u["prototypes"][0]), 5), round(float(u["w"][0]), 5)]
     [0.0, -0.1]
   """
+  import optax  # the trainer's optimiser library (jaxcl[train]); the core install has no optax
+
   def init_fn(params):
     del params
     return FreezeState(jnp.zeros((), jnp.int32))

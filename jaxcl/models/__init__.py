@@ -14,6 +14,10 @@ Example:
   >>> enc.apply(v, jnp.zeros((2, 8, 8, 3))).shape
   (2, 32)
 """
+from jaxcl import _extras  # noqa: E402
+
+_extras.require("train", __name__)
+
 from jaxcl.models.encoders import CNN1D, MLP, ResNet, ViT
 from jaxcl.models.heads import ContrastiveModel, PredictionHead, ProjectionHead
 from jaxcl.models.towers import MultiTower  # N towers on one input, outputs concatenated

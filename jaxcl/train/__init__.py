@@ -4,6 +4,10 @@ checkpoints, the training loop.
 ``jaxcl.train.train(config, workdir)`` runs a recipe from ``configs/``; see
 ``jaxcl/train/trainer.py`` for the order of work and ``jaxcl/train/step.py`` for the step.
 """
+from jaxcl import _extras  # noqa: E402
+
+_extras.require("train", __name__)
+
 from jaxcl.train.config import ConfigError, default_config, validate
 from jaxcl.train.trainer import NonFiniteLossError, setup, train
 
