@@ -35,7 +35,8 @@ DEV = [
     "networkx>=3.0",  # graph primitives checked against networkx (tests/test_graph.py)
     "ott-jax>=0.6.0",  # test reference for jaxcl.sinkhorn (OT plans)
     "mkdocs>=1.6",  # the documentation site, built in strict mode by tests/test_docs.py
-    "mkdocstrings[python]>=0.26",
+    "mkdocstrings[python]>=1.0",
+    "mkdocstrings-python>=2.0",
 ]
 
 TEXT = ["safetensors>=0.4", "tokenizers>=0.15"]

