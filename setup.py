@@ -47,6 +47,7 @@ setup(
     description="Contrastive representation learning in JAX: pure objectives with exact "
                 "global-batch semantics, memory-constant kernels, and a sharded trainer.",
     packages=find_packages(include=["jaxcl", "jaxcl.*"]),
+    package_data={"jaxcl": ["py.typed"]},  # PEP 561: the inline type hints are public
     python_requires=">=3.10",
     install_requires=CORE,
     # text: the pretrained MiniLM tower (jaxcl.models.pretrained). Its weights come from the
