@@ -5,9 +5,13 @@
 1. ``jax.distributed.initialize`` if multi-process; validate the config (no compilation yet);
 2. mesh over all devices, model / optimiser / sharded state, data iterator;
 3. resume from the latest checkpoint in ``workdir/checkpoints`` (state *and* data position);
-4. train with a NaN/Inf guard (stops, naming the step, before a bad state is saved), logging
-   to ``metrics.jsonl`` / TensorBoard / tqdm, saving every ``checkpoint.every`` steps and
-   evaluating every ``eval.every`` steps;
+4. train, logging to ``metrics.jsonl`` / TensorBoard / tqdm, saving every
+   ``checkpoint.every`` steps and evaluating every ``eval.every`` steps. A step whose loss,
+   gradient norm or updated state is NaN / Inf is not applied (the step's on-device guard,
+   :func:`jaxcl.train.step.guard_nonfinite`); after ``config.nonfinite.max_skips`` such
+   skipped steps (default 0) the next one stops the run with :class:`NonFiniteLossError`
+   naming the step and the quantity. Only finite states are ever saved, so checkpoint
+   retention (``checkpoint.keep``) never drops the last finite checkpoint;
 5. final evaluation of the raw inputs, the random encoder and the trained encoder
    (``eval.json``, Markdown table), plots.
 
@@ -19,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import signal
 import time
@@ -37,7 +40,8 @@ from jaxcl.train.step import build_model, create_state, init_variables, make_tra
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN or Inf; the run stopped without saving the bad state."""
+  """The loss, the gradient norm or the updated state became NaN or Inf (more often than
+  ``config.nonfinite.max_skips`` allows); the run stopped without applying or saving it."""
 
 
 def setup(config, *, devices=None, objective=None):
@@ -150,19 +154,24 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
   writer = logger.MetricWriter(workdir)
   bar = logger.progress(config.num_steps, start, config.progress)
   train_step = parts["step"]
-  t0, seen = time.time(), 0
+  t0, seen, skips = time.time(), 0, 0
   try:
     for step in range(start, config.num_steps):
       batch = next(iterator)
       batch = global_batch(mesh, {"x": batch["x"], "y": batch["y"]})
       state, metrics = train_step(state, batch)
-      loss = float(metrics["loss"])
-      done = step + 1
-      if not math.isfinite(loss):
-        mngr.wait_until_finished()
-        raise NonFiniteLossError(
-            f"non-finite loss ({loss}) at step {step}: training stopped; the last good "
-            f"checkpoint is step {mngr.latest_step()} in {workdir}/checkpoints (not overwritten)")
+      loss, flags = jax.device_get((metrics["loss"], metrics["nonfinite"]))  # the step's sync
+      loss, done = float(loss), step + 1
+      if flags:  # the step was not applied (jaxcl.train.step.guard_nonfinite)
+        skips += 1
+        what, detail = _nonfinite(flags, loss, float(metrics["grad_norm"]))
+        if skips > config.nonfinite.max_skips:
+          mngr.wait_until_finished()
+          raise NonFiniteLossError(
+              f"{what} at step {step} ({detail}): training stopped; the last good checkpoint "
+              f"is step {mngr.latest_step()} in {workdir}/checkpoints (not overwritten)")
+        _print0(f"step {step} skipped: {what} ({detail}; skip {skips} of "
+                f"config.nonfinite.max_skips={config.nonfinite.max_skips})")
       seen += config.batch_size
       if bar is not None:
         bar.update(1)
@@ -188,6 +197,17 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
   results = evaluator.final(state) if config.eval.at_end else {}
   mngr.close()
   return results
+
+
+def _nonfinite(flags, loss, grad_norm):
+  """``("non-finite loss (nan)", "loss nan, grad_norm nan; not finite: loss, grad_norm,
+  params")``: the first of :data:`jaxcl.train.step.NONFINITE` set in ``flags``, then the
+  step's scalars and every quantity that was not finite."""
+  from jaxcl.train.step import NONFINITE
+  names = [n for i, n in enumerate(NONFINITE) if flags >> i & 1]
+  value = {"loss": f" ({loss})", "grad_norm": f" ({grad_norm})"}.get(names[0], "")
+  return (f"non-finite {names[0]}{value}",
+          f"loss {loss:.6g}, grad_norm {grad_norm:.6g}; not finite: {', '.join(names)}")
 
 
 def _tolerance(feats, labels):

@@ -1,0 +1,106 @@
+"""Trainer fault tolerance: non-finite steps, SIGTERM / SIGINT preemption, unreadable
+checkpoints and JSON files, metrics history on resume. Tiny MLP on MNIST-1D (tests/test_train's
+``tiny_config``), through the CLI where the exit code or a signal is the point."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from test_train import HERE, ROOT, _flat, tiny_config
+
+from jaxcl.train import NonFiniteLossError, train
+
+
+def _cli(workdir, *over):
+  return [sys.executable, "-m", "jaxcl.main", f"--config={os.path.join(HERE, 'train_config.py')}",
+          f"--workdir={workdir}", *over]
+
+
+def _steps_on_disk(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+def _restore(workdir, step):
+  import orbax.checkpoint as ocp
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  mngr.close()
+  return _flat(state)
+
+
+def _logged_steps(workdir, strict=True):
+  """Steps of ``metrics.jsonl``'s lines (``strict=False``: skipping a torn last line)."""
+  steps = []
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      try:
+        steps.append(json.loads(line)["step"])
+      except json.JSONDecodeError:
+        if strict:
+          raise
+  return steps
+
+
+def _wait_for_steps(workdir, n, proc=None, timeout=240):
+  """Blocks until ``metrics.jsonl`` has ``n`` lines (the run is past compilation)."""
+  path, t0 = os.path.join(workdir, "metrics.jsonl"), time.time()
+  while time.time() - t0 < timeout:
+    if proc is not None and proc.poll() is not None:
+      raise AssertionError(f"the run ended early: {proc.communicate()[1][-3000:]}")
+    if os.path.exists(path):
+      with open(path) as f:
+        if sum(1 for _ in f) >= n:
+          return
+    time.sleep(0.02)
+  raise AssertionError(f"no {n} logged steps in {timeout} s")
+
+
+# -- a. non-finite guard -------------------------------------------------------------------------
+
+@pytest.mark.long
+def test_cli_nonfinite_update_exits_nonzero_with_finite_checkpoints(tmp_path):
+  """lr = 1e38 overflows the parameters at the second update (the loss stays finite)."""
+  workdir = str(tmp_path / "w")
+  run = subprocess.run(_cli(workdir, "--config.num_steps=6", "--config.checkpoint.every=1",
+                            "--config.optim.lr=1e38"),
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  last = run.stderr.strip().splitlines()[-1]
+  assert run.returncode == 1, (run.returncode, run.stderr[-3000:])
+  found = re.fullmatch(r"jaxcl: error: non-finite (grad_norm|params) .*at step (\d+) .*: training "
+                       r"stopped; the last good checkpoint is step (\d+) in .*", last)
+  assert found and found.group(2) == found.group(3), last
+  steps = _steps_on_disk(workdir)
+  assert steps[-1] == int(found.group(2)), steps  # the bad state was not saved
+  for step in steps:
+    assert all(np.all(np.isfinite(v)) for v in _restore(workdir, step).values()), step
+
+
+def test_nonfinite_step_is_not_applied():
+  from test_train import dataset_batches, leaves, step_history
+  c = tiny_config(**{"debug.nan_at_step": 1})
+  _, hist = step_history(c, dataset_batches("mnist1d", c.batch_size, 2))
+  (_, m0, after0), (before1, m1, after1) = hist
+  assert m0["nonfinite"] == 0 and m1["nonfinite"] == 1 | 2 | 4  # loss, grad_norm, params
+  assert int(after1.step) == 2  # the batch is consumed, nothing else changes
+  for a, b in zip(leaves(before1.replace(step=0)), leaves(after1.replace(step=0))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_max_skips_skips_then_stops(tmp_path, capsys):
+  c = tiny_config(**{"num_steps": 5, "checkpoint.every": 1, "debug.nan_at_step": 2,
+                     "nonfinite.max_skips": 1})
+  train(c, str(tmp_path / "skip"))
+  assert "step 2 skipped: non-finite loss (nan)" in capsys.readouterr().out
+  assert _steps_on_disk(str(tmp_path / "skip"))[-1] == 5
+  c.nonfinite.max_skips = 0
+  with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 2"):
+    train(c, str(tmp_path / "stop"))
+  assert _steps_on_disk(str(tmp_path / "stop")) == [1, 2]
