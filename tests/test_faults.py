@@ -18,6 +18,10 @@ from test_train import HERE, ROOT, _flat, tiny_config
 from jaxcl.train import NonFiniteLossError, train
 
 
+# Long enough that a signal sent once a few steps are logged arrives mid-run.
+LONG_RUN = ("--config.num_steps=2000", "--config.checkpoint.every=1000")
+
+
 def _cli(workdir, *over):
   return [sys.executable, "-m", "jaxcl.main", f"--config={os.path.join(HERE, 'train_config.py')}",
           f"--workdir={workdir}", *over]
@@ -104,3 +108,73 @@ def test_max_skips_skips_then_stops(tmp_path, capsys):
   with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 2"):
     train(c, str(tmp_path / "stop"))
   assert _steps_on_disk(str(tmp_path / "stop")) == [1, 2]
+
+
+# -- b. SIGTERM / SIGINT -------------------------------------------------------------------------
+
+@pytest.mark.long
+def test_cli_sigterm_saves_exits_143_and_resumes(tmp_path, capsys):
+  workdir = str(tmp_path / "w")
+  proc = subprocess.Popen(_cli(workdir, *LONG_RUN), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    _wait_for_steps(workdir, 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 143, (proc.returncode, err[-3000:])
+  found = re.search(r"preempted at step (\d+)", out)
+  assert found, out[-2000:]
+  n = int(found.group(1))
+  assert 3 <= n < 2000 and _steps_on_disk(workdir) == [n]
+  assert n == _logged_steps(workdir)[-1]
+  train(tiny_config(**{"num_steps": n + 2}), workdir)  # the rerun (shorter, to save time)
+  assert f"resumed from step {n} " in capsys.readouterr().out
+  assert _steps_on_disk(workdir)[-1] == n + 2
+
+
+@pytest.mark.long
+def test_two_processes_sigterm_to_one_stops_both_at_one_step(tmp_path):
+  from test_train import _free_port
+  workdir = str(tmp_path / "w")
+  env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(
+      "device_count=8", "device_count=4")}
+  port = _free_port()
+  procs = [subprocess.Popen(_cli(workdir, *LONG_RUN,
+                                 f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                                 "--config.distributed.num_processes=2",
+                                 f"--config.distributed.process_id={i}"),
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  try:
+    _wait_for_steps(workdir, 3, procs[0])
+    procs[1].send_signal(signal.SIGTERM)  # one process only: both must stop at one step
+    outs = [p.communicate(timeout=120) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [143, 143], [e[-2000:] for _, e in outs]
+  n = int(re.search(r"preempted at step (\d+)", outs[0][0]).group(1))
+  assert _steps_on_disk(workdir) == [n]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", str(n), "data"))) == [
+      "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_sigint_in_process_raises_preempted(tmp_path, capsys):
+  from jaxcl.train import Preempted
+  workdir = str(tmp_path / "w")
+  caught = []  # a handler of the test's own, in case the trainer installs none
+  previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+  sender = threading.Thread(target=lambda: (_wait_for_steps(workdir, 2),
+                                            os.kill(os.getpid(), signal.SIGINT)))
+  try:
+    sender.start()
+    with pytest.raises(Preempted) as info:
+      train(tiny_config(**{"num_steps": 2000, "checkpoint.every": 1000}), workdir)
+  finally:
+    sender.join()
+    signal.signal(signal.SIGINT, previous)
+  assert not caught and info.value.exit_code == 130
+  assert _steps_on_disk(workdir) == [info.value.step]
+  assert f"preempted at step {info.value.step}" in capsys.readouterr().out

@@ -11,7 +11,11 @@
    :func:`jaxcl.train.step.guard_nonfinite`); after ``config.nonfinite.max_skips`` such
    skipped steps (default 0) the next one stops the run with :class:`NonFiniteLossError`
    naming the step and the quantity. Only finite states are ever saved, so checkpoint
-   retention (``checkpoint.keep``) never drops the last finite checkpoint;
+   retention (``checkpoint.keep``) never drops the last finite checkpoint. SIGTERM / SIGINT
+   during the loop (:mod:`jaxcl.train.preemption`) stop it at the next step boundary, agreed
+   by every process: a checkpoint of that step is saved and awaited, ``preempted at step N``
+   printed and :class:`jaxcl.train.Preempted` raised; ``python -m jaxcl.main`` exits with
+   ``128 + signal``: **143** for SIGTERM, **130** for SIGINT. Rerunning resumes from step N;
 5. final evaluation of the raw inputs, the random encoder and the trained encoder
    (``eval.json``, Markdown table), plots.
 
@@ -33,7 +37,7 @@ import numpy as np
 
 from jaxcl.train import checkpoint as ckpt
 from jaxcl.train import config as cfg
-from jaxcl.train import distributed, logger, momentum
+from jaxcl.train import distributed, logger, momentum, preemption
 from jaxcl.train.optim import make_optimizer
 from jaxcl.train.sharding import global_batch, make_mesh
 from jaxcl.train.step import build_model, create_state, init_variables, make_train_step
@@ -154,7 +158,8 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
   writer = logger.MetricWriter(workdir)
   bar = logger.progress(config.num_steps, start, config.progress)
   train_step = parts["step"]
-  t0, seen, skips = time.time(), 0, 0
+  t0, seen, skips, saved = time.time(), 0, 0, start
+  stop = preemption.StopSignals().install()  # SIGTERM / SIGINT set a flag until the loop ends
   try:
     for step in range(start, config.num_steps):
       batch = next(iterator)
@@ -184,12 +189,22 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
         t0, seen = now, 0
       if done % config.checkpoint.every == 0 or done == config.num_steps:
         ckpt.save(mngr, done, state, iterator)
+        saved = done
       if config.eval.every and done % config.eval.every == 0 and done != config.num_steps:
         evaluator.during(done, state)
       if done == config.debug.sigkill_at_step:  # test hook: die without any cleanup
         mngr.wait_until_finished()
         os.kill(os.getpid(), signal.SIGKILL)
+      signum = stop.requested()  # the same on every process
+      if signum:  # preempted: checkpoint this step, wait for it, stop
+        if saved != done:
+          ckpt.save(mngr, done, state, iterator, force=True)
+        mngr.wait_until_finished()
+        error = preemption.Preempted(done, signum, f"{workdir}/checkpoints")
+        _print0(str(error))
+        raise error
   finally:
+    stop.restore()
     if bar is not None:
       bar.close()
     mngr.wait_until_finished()
