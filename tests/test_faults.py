@@ -15,7 +15,7 @@ import pytest
 
 from test_train import HERE, ROOT, _flat, tiny_config
 
-from jaxcl.train import NonFiniteLossError, train
+from jaxcl.train import CheckpointError, NonFiniteLossError, train
 
 
 # Long enough that a signal sent once a few steps are logged arrives mid-run.
@@ -178,3 +178,35 @@ def test_sigint_in_process_raises_preempted(tmp_path, capsys):
   assert not caught and info.value.exit_code == 130
   assert _steps_on_disk(workdir) == [info.value.step]
   assert f"preempted at step {info.value.step}" in capsys.readouterr().out
+
+
+# -- c. unreadable checkpoints and JSON ----------------------------------------------------------
+
+def test_restore_falls_back_past_truncated_checkpoint_and_eval_json(tmp_path, capsys):
+  workdir = str(tmp_path / "w")
+  c = tiny_config(**{"num_steps": 4, "checkpoint.every": 2, "checkpoint.keep": 2})
+  train(c, workdir)
+  assert _steps_on_disk(workdir) == [2, 4]
+  for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "4")):
+    for name in files:
+      os.truncate(os.path.join(root, name), 0)
+  with open(os.path.join(workdir, "eval.json"), "w") as f:
+    f.write('{"final": {}, "hist')  # torn write
+  c.num_steps = 6
+  with pytest.warns(RuntimeWarning) as warned:
+    train(c, workdir)
+  text = "\n".join(str(w.message) for w in warned)
+  assert re.search(r"checkpoint .*checkpoints/4 .*unreadable.*moved to .*corrupt", text), text
+  assert "eval.json" in text
+  assert "resumed from step 2 " in capsys.readouterr().out
+  assert _steps_on_disk(workdir) == [4, 6]
+  assert os.listdir(os.path.join(workdir, "checkpoints", "corrupt"))
+  # Nothing readable: an error (the config, not the files, may be wrong), nothing moved.
+  for root, _, files in os.walk(os.path.join(workdir, "checkpoints")):
+    for name in files:
+      if "corrupt" not in root:
+        os.truncate(os.path.join(root, name), 0)
+  c.num_steps = 8
+  with pytest.raises(CheckpointError, match=r"no readable checkpoint .*steps \[6, 4\]"):
+    train(c, workdir)
+  assert _steps_on_disk(workdir)[-1] == 6

@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
 import os
 import signal
 import time
@@ -35,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl import jsonio
 from jaxcl.train import checkpoint as ckpt
 from jaxcl.train import config as cfg
 from jaxcl.train import distributed, logger, momentum, preemption
@@ -240,10 +240,9 @@ class Evaluator:
   def __init__(self, config, parts, workdir):
     self.config, self.parts, self.workdir = config, parts, workdir
     self.path = os.path.join(workdir, "eval.json")
-    self.history = []
-    if os.path.exists(self.path):  # resumed run: keep the curve measured before the restart
-      with open(self.path) as f:
-        self.history = json.load(f).get("history", [])
+    # Resumed run: keep the curve measured before the restart (a damaged file: a warning).
+    saved = jsonio.read_json(self.path, default={})
+    self.history = saved.get("history", []) if isinstance(saved, dict) else []
     self._data = None
 
   def data(self):
@@ -381,5 +380,4 @@ class Evaluator:
   def _write(self, table):
     if jax.process_index() != 0:
       return
-    with open(self.path, "w") as f:
-      json.dump({"final": table, "history": self.history}, f, indent=2)
+    jsonio.write_json(self.path, {"final": table, "history": self.history}, indent=2)
