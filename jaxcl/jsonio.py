@@ -1,7 +1,8 @@
 """JSON files of a run directory, written atomically and read without trusting them.
 
-:func:`write_json` writes a temporary file in the same directory, flushes it to disk and
-``os.replace``-s it onto the target, so a reader, or a run killed mid-write, sees the old file
+:func:`write_json` (and :func:`write_text`, e.g. for ``metrics.jsonl`` rewritten on resume)
+writes a temporary file in the same directory, flushes it to disk and ``os.replace``-s it onto
+the target, so a reader, or a run killed mid-write, sees the old file
 or the new one, never part of one. :func:`read_json` returns ``default`` for a missing file
 and, with a warning naming the file, for a damaged one (from before atomic writes, or a bad
 disk), so a damaged result file never stops a run.
@@ -21,19 +22,25 @@ import threading
 import warnings
 
 
-def write_json(path, obj, **dump_kwargs):
-  """``json.dump(obj, **dump_kwargs)`` into ``path``, atomically (temporary file + replace)."""
+def write_text(path, text):
+  """Writes ``text`` to ``path`` atomically: a temporary file in the same directory, flushed
+  to disk, then ``os.replace``."""
   path = os.fspath(path)
   tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"  # same dir: replace is atomic
   try:
     with open(tmp, "w") as f:
-      json.dump(obj, f, **dump_kwargs)
+      f.write(text)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def write_json(path, obj, **dump_kwargs):
+  """``json.dumps(obj, **dump_kwargs)`` into ``path``, atomically (:func:`write_text`)."""
+  write_text(path, json.dumps(obj, **dump_kwargs))
 
 
 def read_json(path, default=None):

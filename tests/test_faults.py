@@ -210,3 +210,25 @@ def test_restore_falls_back_past_truncated_checkpoint_and_eval_json(tmp_path, ca
   with pytest.raises(CheckpointError, match=r"no readable checkpoint .*steps \[6, 4\]"):
     train(c, workdir)
   assert _steps_on_disk(workdir)[-1] == 6
+
+
+# -- d. metrics history on resume ----------------------------------------------------------------
+
+@pytest.mark.long
+def test_sigkill_then_resume_logs_each_step_once(tmp_path):
+  workdir = str(tmp_path / "w")
+  proc = subprocess.Popen(_cli(workdir, "--config.num_steps=2000", "--config.checkpoint.every=5"),
+                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    _wait_for_steps(workdir, 12, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == -9
+  logged = _logged_steps(workdir, strict=False)
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 99999, "ti')  # a line torn by the kill
+  num_steps = logged[-1] + 3
+  train(tiny_config(**{"num_steps": num_steps, "checkpoint.every": 5}), workdir)
+  assert _logged_steps(workdir) == list(range(1, num_steps + 1))

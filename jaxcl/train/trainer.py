@@ -4,7 +4,9 @@
 
 1. ``jax.distributed.initialize`` if multi-process; validate the config (no compilation yet);
 2. mesh over all devices, model / optimiser / sharded state, data iterator;
-3. resume from the latest checkpoint in ``workdir/checkpoints`` (state *and* data position);
+3. resume from the newest readable checkpoint in ``workdir/checkpoints`` (state *and* data
+   position; :func:`jaxcl.train.checkpoint.restore_latest`), dropping what an interrupted run
+   logged after it (``metrics.jsonl``, TensorBoard, ``eval.json`` history);
 4. train, logging to ``metrics.jsonl`` / TensorBoard / tqdm, saving every
    ``checkpoint.every`` steps and evaluating every ``eval.every`` steps. A step whose loss,
    gradient norm or updated state is NaN / Inf is not applied (the step's on-device guard,
@@ -154,8 +156,8 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
   elif warm_start is not None:
     state = jax.device_put(warm_start(state), parts["shardings"])
   start = int(state.step)
-  evaluator = Evaluator(config, parts, workdir)
-  writer = logger.MetricWriter(workdir)
+  evaluator = Evaluator(config, parts, workdir, start)
+  writer = logger.MetricWriter(workdir, start=start)  # drops what was logged after `start`
   bar = logger.progress(config.num_steps, start, config.progress)
   train_step = parts["step"]
   t0, seen, skips, saved = time.time(), 0, 0, start
@@ -237,12 +239,14 @@ def _tolerance(feats, labels):
 class Evaluator:
   """Probe / kNN / geometry of the encoder features, history, ``eval.json`` and plots."""
 
-  def __init__(self, config, parts, workdir):
+  def __init__(self, config, parts, workdir, start=None):
     self.config, self.parts, self.workdir = config, parts, workdir
     self.path = os.path.join(workdir, "eval.json")
-    # Resumed run: keep the curve measured before the restart (a damaged file: a warning).
+    # Resumed run: keep the curve measured up to the restored step ``start`` (later entries
+    # will be measured again); a damaged file: a warning.
     saved = jsonio.read_json(self.path, default={})
-    self.history = saved.get("history", []) if isinstance(saved, dict) else []
+    self.history = [h for h in (saved.get("history", []) if isinstance(saved, dict) else [])
+                    if start is None or h.get("step", 0) <= start]
     self._data = None
 
   def data(self):
