@@ -82,9 +82,9 @@ def restore_latest(mngr, abstract_state, iterator):
   A checkpoint that fails to restore while an older one restores is unreadable (truncated or
   partly deleted files): it is moved to ``<checkpoints>/corrupt/<step>-<unix time>`` with a
   RuntimeWarning naming it, and training resumes from the older one. If no checkpoint
-  restores, nothing is moved and :class:`CheckpointError` names the directory: a changed config (a
-  different model) is then a likelier cause than damage. Every process tries the same steps
-  and they agree on the outcome (one failing process fails the step for all).
+  restores, nothing is moved and :class:`CheckpointError` names the directory: a changed
+  config (a different model) is then a likelier cause than damage. Every process tries the
+  same steps and they agree on the outcome (one failing process fails the step for all).
   """
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                         abstract_state)

@@ -4,8 +4,8 @@ checks it at every step boundary, all processes agree, save a checkpoint and sto
 While :class:`StopSignals` is active, the first SIGTERM or SIGINT is recorded instead of
 ending the process; :meth:`StopSignals.requested` returns the signal number agreed by every
 process (the maximum over processes, :func:`jaxcl.train.distributed.all_processes_max`; 0 =
-keep going). A second signal of the same kind restores the previous handler and re-delivers
-itself (a second Ctrl-C interrupts at once). Handlers can be installed only in the main
+keep going). A second signal restores its previous handler and is delivered again (a second
+Ctrl-C interrupts at once, a second SIGTERM terminates). Handlers can be installed only in the main
 thread; elsewhere :class:`StopSignals` does nothing. The trainer exits a stopped run with
 :class:`Preempted`, whose ``exit_code`` is ``128 + signal``: 143 for SIGTERM, 130 for SIGINT.
 
@@ -46,11 +46,11 @@ class StopSignals:
 
   def _handle(self, signum, frame):
     # No I/O here: the handler may interrupt a print of the main thread (reentrant write).
-    if self.signum == signum:  # second time: what the signal did before, now
+    if self.signum:  # a second signal: what it did before, now
       signal.signal(signum, self._previous.pop(signum, None) or signal.SIG_DFL)
       signal.raise_signal(signum)
       return
-    self.signum = self.signum or signum
+    self.signum = signum
 
   def install(self):
     if threading.current_thread() is threading.main_thread():

@@ -396,8 +396,10 @@ def guard_nonfinite(old, new, loss, grad_norm):
 
   Computed on device inside the step; the caller reads ``flags`` with the loss.
   """
-  floats = [x for x in jax.tree.leaves(new) if jnp.issubdtype(x.dtype, jnp.inexact)]
-  params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in floats]))
+  params_ok = jnp.bool_(True)
+  for x in jax.tree.leaves(new):
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+      params_ok &= jnp.all(jnp.isfinite(x))
   bad = (~jnp.isfinite(loss), ~jnp.isfinite(grad_norm), ~params_ok)
   flags = sum(b.astype(jnp.int32) << i for i, b in enumerate(bad))
   keep = old.replace(step=new.step)
