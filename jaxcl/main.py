@@ -2,7 +2,10 @@
 
 Any config field can be overridden with ``--config.<key>=<value>`` (e.g.
 ``--config.num_steps=200 --config.optim.lr=3e-3``); an unknown key is an error that names it.
-Re-running with the same ``--workdir`` resumes from its latest checkpoint. The same command
+Re-running with the same ``--workdir`` resumes from its latest checkpoint. Exit status: 0
+done; 1 a config error, a non-finite step or no readable checkpoint (one line ``jaxcl: error:
+...``); 2 an unknown ``--config.`` key; 143 / 130 stopped by SIGTERM / SIGINT at a step
+boundary after saving a checkpoint (``preempted at step N``; rerun to resume). The same command
 runs on every process of a multi-host job (see :mod:`jaxcl.train.distributed`). Installed as
 the ``jaxcl`` console script. A config with an ``mcl`` block (``configs/mcl_digits.py``) runs
 the multistage recipe :mod:`jaxcl.recipes.mcl` instead of a single training run; a config with
@@ -26,7 +29,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # orbax / tfds log every file they touch at INFO
-  from jaxcl.train import ConfigError, NonFiniteLossError, train
+  from jaxcl.train import CheckpointError, ConfigError, NonFiniteLossError, Preempted, train
   try:
     if "mcl" in _CONFIG.value:  # multistage recipe (configs/mcl_*.py): stages of train()
       from jaxcl.recipes import mcl
@@ -39,9 +42,11 @@ def main(argv):
       recipes.run(_CONFIG.value, _WORKDIR.value)
     else:
       train(_CONFIG.value, _WORKDIR.value)
-  except (ConfigError, NonFiniteLossError) as e:
+  except (ConfigError, NonFiniteLossError, CheckpointError) as e:
     print(f"jaxcl: error: {e}", file=sys.stderr, flush=True)
     return 1
+  except Preempted as e:  # SIGTERM / SIGINT: checkpoint saved, "preempted at step N" printed
+    return e.exit_code
   return 0
 
 

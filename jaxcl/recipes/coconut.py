@@ -52,13 +52,14 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from jaxcl import jsonio
 
 SEED_STRIDE = 1000  # task t (0-based) draws its batches with seed + SEED_STRIDE * t
 
@@ -338,8 +339,7 @@ def train(config, workdir):
                                        info.num_classes, config.eval, config.seed)
     results.update(linear_probe=probe["linear_probe"], knn=probe["knn"])
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "coconut.json"), "w") as f:
-      json.dump(results, f, indent=1)
+    jsonio.write_json(os.path.join(workdir, "coconut.json"), results, indent=1)
     print(markdown(results), flush=True)
   return results
 

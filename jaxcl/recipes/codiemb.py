@@ -36,13 +36,14 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from jaxcl import jsonio
 
 VARIANTS = ("final", "average", "delta_guided")
 
@@ -261,8 +262,7 @@ def run(config, workdir, *, wn=None, tokenize=None, vocab=None):
   from jaxcl.train import logger
   logged = logger.read_metrics(workdir)
   results["train_loss"] = float(logged[-1]["loss"]) if logged else float("nan")
-  with open(os.path.join(workdir, "codiemb.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  jsonio.write_json(os.path.join(workdir, "codiemb.json"), results, indent=1)
   return results
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from typing import NamedTuple
@@ -43,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcl import jsonio
 from jaxcl import losses
 from jaxcl.data import userqa
 from jaxcl.models.lm import _Block
@@ -308,8 +308,8 @@ def train(config, workdir):
   data = data_from_config(config)
   _, out = fit(config.instructue, data, config.seed)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "instructue.json"), "w") as f:
-    json.dump({"config": config.to_dict(), "metrics": out}, f, indent=1)
+  jsonio.write_json(os.path.join(workdir, "instructue.json"),
+                    {"config": config.to_dict(), "metrics": out}, indent=1)
   print(f"instructue: {config.instructue.method} retrieval@1 {out['retrieval@1']:.4f} probe "
         f"{out['probe']:.4f} gen_acc {out['gen_acc']:.4f} ({out['wall_s']:.1f} s)", flush=True)
   return out

@@ -48,6 +48,8 @@ import os
 import jax
 import numpy as np
 
+from jaxcl import jsonio
+
 BLOCK = "lexical_specialization"
 _BEFORE = {}  # BEFORE metrics of pretrained towers, per process (deterministic weights)
 
@@ -244,6 +246,5 @@ def train(config, workdir):
   out = {"before": before, "after": after, "pairs": int(len(y)), "pool": int(len(task["pool"]))}
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, f"{BLOCK}.json"), "w") as f:
-      json.dump(out, f, indent=1)
+    jsonio.write_json(os.path.join(workdir, f"{BLOCK}.json"), out, indent=1)
   return out

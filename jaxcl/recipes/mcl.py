@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from jaxcl import jsonio
 
 MECHANISMS = ("sampler", "mask")
 FEATURES = ("encoder", "embedding")
@@ -226,8 +227,7 @@ def train(config, workdir):
                            np.concatenate([_unit(f[1]) for f in feats], 1))
   results = {"stages": stages, "representations": reps, "labels": list(labels)}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "mcl.json"), "w") as f:
-      json.dump(results, f, indent=1)
+    jsonio.write_json(os.path.join(workdir, "mcl.json"), results, indent=1)
     print(markdown(results), flush=True)
   return results
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from typing import NamedTuple
@@ -50,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcl import jsonio
 from jaxcl import losses
 from jaxcl.data import sequences
 from jaxcl.eval import recsys as metrics
@@ -279,8 +279,8 @@ def train(config, workdir):
   data = data_from_config(config)
   _, out = fit(config.mclrec, data, config.seed)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "mclrec.json"), "w") as f:
-    json.dump({"config": config.to_dict(), "metrics": out}, f, indent=1)
+  jsonio.write_json(os.path.join(workdir, "mclrec.json"),
+                    {"config": config.to_dict(), "metrics": out}, indent=1)
   k = config.mclrec.k
   print(f"mclrec: {config.mclrec.method} test HR@{k} {out[f'test/hr@{k}']:.4f} NDCG@{k} "
         f"{out[f'test/ndcg@{k}']:.4f} ({out['wall_s']:.1f} s)", flush=True)

@@ -42,7 +42,6 @@ macro- and micro-F1 on the validation and test papers. ``train`` writes ``workdi
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any, NamedTuple
@@ -53,6 +52,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxcl import jsonio
 from jaxcl import graph, kmeans, losses
 from jaxcl.data import hetero
 
@@ -267,8 +267,8 @@ def train(config, workdir):
   g = data_from_config(config)
   _, emb, out = fit(config.meow, g, config.seed)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "meow.json"), "w") as f:
-    json.dump({"config": config.to_dict(), "metrics": out}, f, indent=1)
+  jsonio.write_json(os.path.join(workdir, "meow.json"),
+                    {"config": config.to_dict(), "metrics": out}, indent=1)
   np.savez(os.path.join(workdir, "embeddings.npz"), z_f=emb["z_f"], z_c=emb["z_c"])
   print(f"meow: {config.meow.method} test macro-F1 {out['test/macro_f1']:.4f} (coarse "
         f"{out['coarse_test/macro_f1']:.4f}) ({out['wall_s']:.1f} s)", flush=True)

@@ -38,7 +38,6 @@ writes ``workdir/mmhcl.json`` and the final embeddings ``workdir/embeddings.npz`
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 
@@ -47,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcl import jsonio
 from jaxcl import losses
 from jaxcl.data.recsys import make_recsys
 from jaxcl.eval import recsys as metrics
@@ -244,8 +244,8 @@ def train(config, workdir):
   data = data_from_config(config)
   _, emb, out = fit(config.mmhcl, data, config.seed)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "mmhcl.json"), "w") as f:
-    json.dump({"config": config.to_dict(), "metrics": out}, f, indent=1)
+  jsonio.write_json(os.path.join(workdir, "mmhcl.json"),
+                    {"config": config.to_dict(), "metrics": out}, indent=1)
   np.savez(os.path.join(workdir, "embeddings.npz"), user=emb["user"], item=emb["item"])
   print(f"mmhcl: {config.mmhcl.method} test recall@{config.mmhcl.k} "
         f"{out['test/recall_all']:.4f} (sparse users {out['test/recall_sparse']:.4f}), "

@@ -49,12 +49,13 @@ un-fine-tuned tower).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
 import ml_collections
 import numpy as np
+
+from jaxcl import jsonio
 
 ARMS = ("pretrained", "shared", "per_domain", "moe")
 NAME = "moe_mnrl_pairs"  # the registered datasets: NAME (dense arms), NAME + "_routed" (moe)
@@ -341,6 +342,5 @@ def train(config, workdir):
   out = {"arm": b.arm, "domains": per, "macro": macro,
          "train_pairs": {p: int(np.sum(tr["domain"] == d)) for d, p in enumerate(domains)},
          "eval_pairs": {p: len(ev["pairs"]["a"]) for p, ev in zip(domains, evs)}}
-  with open(os.path.join(workdir, "moe_mnrl.json"), "w") as f:
-    json.dump(out, f, indent=1)
+  jsonio.write_json(os.path.join(workdir, "moe_mnrl.json"), out, indent=1)
   return out

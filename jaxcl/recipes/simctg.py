@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import json
 import os
 import re
 
@@ -47,6 +46,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import ConfigDict
 
+from jaxcl import jsonio
 from jaxcl.eval import generation
 from jaxcl.losses import simctg_loss
 from jaxcl.models.lm import CausalLM
@@ -297,8 +297,8 @@ def train(config, workdir, *, log=print, texts=None, stop_at=None):
   mngr.close()
   # A run stopped early (``stop_at``) is not evaluated, as a killed one would not be.
   metrics = evaluate(model, state["params"], test_windows) if end == c.num_steps else {}
-  with open(os.path.join(workdir, "simctg.json"), "w") as f:
-    json.dump({"metrics": metrics, "history": history, "vocab_size": len(vocab),
-               "train_windows": int(len(windows))}, f, indent=1)
+  jsonio.write_json(os.path.join(workdir, "simctg.json"),
+                    {"metrics": metrics, "history": history, "vocab_size": len(vocab),
+                     "train_windows": int(len(windows))}, indent=1)
   return {"model": model, "params": state["params"], "vocab": vocab, "metrics": metrics,
           "test_windows": test_windows, "test_encoded": test_enc, "history": history}

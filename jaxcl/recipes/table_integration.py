@@ -31,7 +31,6 @@ writes ``workdir/table_integration.json``.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any, NamedTuple
@@ -42,6 +41,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxcl import jsonio
 from jaxcl import losses
 from jaxcl.data import tables
 from jaxcl.models.tuples import PairModel
@@ -258,8 +258,8 @@ def train(config, workdir):
   """``python -m jaxcl.main`` entry (``config.recipe = "table_integration"``)."""
   _, out = fit(config, config.seed)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "table_integration.json"), "w") as f:
-    json.dump({"config": config.to_dict(), "metrics": out}, f, indent=1)
+  jsonio.write_json(os.path.join(workdir, "table_integration.json"),
+                    {"config": config.to_dict(), "metrics": out}, indent=1)
   print("table_integration: " + ", ".join(
       f"{k} {v:.4f}" for k, v in out.items() if k.startswith(("pair_f1", "set_f1"))), flush=True)
   return out

@@ -35,6 +35,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxcl import jsonio
+
 BLOCK = "whitenedcse"
 
 
@@ -166,7 +168,6 @@ def train(config, workdir, *, tokenize=None, data=None):
   results.update(loss=c.loss.name, views=c.views.num, steps=c.num_steps,
                  batch=c.batch_size, train_texts=int(len(x)))
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "whitenedcse.json"), "w") as f:
-      json.dump(results, f, indent=1)
+    jsonio.write_json(os.path.join(workdir, "whitenedcse.json"), results, indent=1)
     print(json.dumps(results, indent=1), flush=True)
   return results

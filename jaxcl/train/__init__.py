@@ -8,7 +8,10 @@ from jaxcl import _extras  # noqa: E402
 
 _extras.require("train", __name__)
 
+from jaxcl.train.checkpoint import CheckpointError
 from jaxcl.train.config import ConfigError, default_config, validate
+from jaxcl.train.preemption import Preempted
 from jaxcl.train.trainer import NonFiniteLossError, setup, train
 
-__all__ = ["ConfigError", "default_config", "validate", "NonFiniteLossError", "setup", "train"]
+__all__ = ["CheckpointError", "ConfigError", "default_config", "validate", "NonFiniteLossError",
+           "Preempted", "setup", "train"]

@@ -5,7 +5,10 @@ state, BatchNorm statistics, step, RNG; sharded arrays written by every process)
 (the grain iterator position, one JSON file per process through grain's orbax handler). The
 iterator state is taken after ``s`` batches were consumed, so resuming replays nothing and
 skips nothing. Saves are asynchronous; orbax finalises a step directory atomically, so a
-process killed mid-save leaves the previous checkpoint as the latest one.
+process killed mid-save leaves the previous checkpoint as the latest one (the iterator's JSON
+is written inside that directory, so it is atomic with it). A checkpoint damaged later
+(truncated files) is moved aside on resume and the newest readable one restored
+(:func:`restore_latest`).
 
 Example:
   >>> mngr = manager("/tmp/run/checkpoints", keep=2)  # doctest: +SKIP
@@ -14,10 +17,19 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import time
+import warnings
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from jaxcl.train import distributed
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of the run directory can be restored (see :func:`restore_latest`)."""
 
 
 class IteratorState:
@@ -64,16 +76,60 @@ def save(mngr, step, state, iterator, *, force=False):
 
 
 def restore_latest(mngr, abstract_state, iterator):
-  """Restores the latest checkpoint into ``abstract_state``'s shardings; ``None`` if none."""
-  step = mngr.latest_step()
-  if step is None:
-    return None
+  """Restores the newest readable checkpoint into ``abstract_state``'s shardings (and the
+  iterator's position); ``None`` if there is no checkpoint.
+
+  A checkpoint that fails to restore while an older one restores is unreadable (truncated or
+  partly deleted files): it is moved to ``<checkpoints>/corrupt/<step>-<unix time>`` with a
+  RuntimeWarning naming it, and training resumes from the older one. If no checkpoint
+  restores, nothing is moved and :class:`CheckpointError` names the directory: a changed
+  config (a different model) is then a likelier cause than damage. Every process tries the
+  same steps and they agree on the outcome (one failing process fails the step for all).
+  """
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                         abstract_state)
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target),
-      data=grain.checkpoint.CheckpointRestore(IteratorState(iterator))))
-  return restored["state"]
+  failed = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    error = None
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target),
+          data=grain.checkpoint.CheckpointRestore(IteratorState(iterator))))
+    except Exception as e:  # noqa: BLE001 -- orbax, tensorstore, JSON: whatever damage raises
+      error = e
+    if distributed.all_processes_max(error is not None):
+      failed.append((step, error or RuntimeError("failed on another process")))
+      continue
+    if failed:
+      _move_aside(mngr, failed, step)
+    return restored["state"]
+  if failed:
+    raise CheckpointError(f"no readable checkpoint in {mngr.directory} (steps "
+                          f"{[s for s, _ in failed]} all fail to restore; the newest: "
+                          f"{_first_line(failed[0][1])})") from failed[0][1]
+  return None
+
+
+def _first_line(error):
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:300] if text else ''}"
+
+
+def _move_aside(mngr, failed, good_step):
+  """Moves the unreadable steps into ``corrupt/`` (process 0), then every process rescans."""
+  corrupt = os.path.join(os.fspath(mngr.directory), "corrupt")
+  for step, error in failed:
+    source = os.path.join(os.fspath(mngr.directory), str(step))
+    dest = os.path.join(corrupt, f"{step}-{int(time.time())}")
+    if jax.process_index() == 0:
+      os.makedirs(corrupt, exist_ok=True)
+      os.replace(source, dest)
+    warnings.warn(f"checkpoint {source} is unreadable ({_first_line(error)}); moved to {dest}; "
+                  f"resuming from step {good_step}", RuntimeWarning, stacklevel=3)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("jaxcl: unreadable checkpoints moved aside")
+  mngr.reload()
 
 
 def restore_modules(workdir, state, modules):
@@ -84,7 +140,6 @@ def restore_modules(workdir, state, modules):
   an EMA teacher, when present, gets the same copy. Raises ``ValueError`` naming the module when
   the checkpoint lacks it or its shapes differ, ``FileNotFoundError`` when there is no
   checkpoint."""
-  import os
   import flax.traverse_util as tu
   import numpy as np
   directory = os.path.abspath(os.path.join(workdir, "checkpoints"))

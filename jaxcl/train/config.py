@@ -114,6 +114,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 2
   c.checkpoint.use_async = True
 
+  c.nonfinite = ml_collections.ConfigDict()  # the step's finiteness guard (jaxcl/train/step.py)
+  c.nonfinite.max_skips = 0   # non-finite steps skipped (not applied) before the run stops
+
   c.init = ml_collections.ConfigDict()  # fine-tuning: start from another run's weights
   c.init.workdir = ""         # a finished run's workdir (its latest checkpoint); "" = off
   c.init.modules = ("encoder",)  # top-level model modules copied (params + BatchNorm stats)
@@ -386,6 +389,9 @@ def validate(config, *, num_devices, num_processes):
   for key in ("num_steps", "log_every"):
     if config[key] <= 0:
       raise ConfigError(f"config.{key} must be > 0, got {config[key]}")
+  if config.nonfinite.max_skips < 0:
+    raise ConfigError(f"config.nonfinite.max_skips must be >= 0, got "
+                      f"{config.nonfinite.max_skips}")
   multimodal = num_modalities(config) > 1
   if multimodal and (config.augment.kind or len(config.augment.params)):
     raise ConfigError("config.augment.kind / config.augment.params do not apply to multimodal "

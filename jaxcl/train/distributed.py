@@ -41,3 +41,13 @@ def maybe_initialize(dist_config) -> bool:
     jax.distributed.initialize()
     return True
   return False
+
+
+def all_processes_max(value: int) -> int:
+  """The maximum of an int over every process (collective: every process must call it at the
+  same point, e.g. a step boundary); the value itself when single-process."""
+  if jax.process_count() == 1:
+    return int(value)
+  import numpy as np
+  from jax.experimental import multihost_utils
+  return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int32))))

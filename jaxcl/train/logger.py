@@ -9,22 +9,36 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 
 import jax
 
+from jaxcl import jsonio
+
 
 class MetricWriter:
-  """Appends one JSON line per call and mirrors scalars to TensorBoard; no-op off process 0."""
+  """Appends one JSON line per call and mirrors scalars to TensorBoard; no-op off process 0.
 
-  def __init__(self, workdir, tensorboard=True):
+  ``start`` (the step the run resumes from; 0 for a fresh run) drops the history logged after
+  it by an earlier, interrupted run of the same workdir, so every step is logged once:
+  ``metrics.jsonl`` keeps only its lines with ``step <= start`` (rewritten atomically; a line
+  torn by a kill is dropped) and TensorBoard hides its events from step ``start + 1`` on
+  (``purge_step``).
+  """
+
+  def __init__(self, workdir, tensorboard=True, start=None):
     self.active = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tb = None
     if self.active:
       os.makedirs(workdir, exist_ok=True)
+      if start is not None and os.path.exists(self.path):
+        kept = [r for r in _records(self.path) if r.get("step", 0) <= start]
+        jsonio.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
       if tensorboard:
         from tensorboardX import SummaryWriter
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                purge_step=None if start is None else start + 1)
 
   def write(self, step, scalars):
     if not self.active:
@@ -41,12 +55,26 @@ class MetricWriter:
       self.tb.close()
 
 
+def _records(path):
+  """The records of a ``metrics.jsonl``, skipping (with a warning) lines that do not parse: a
+  line torn by a kill mid-write."""
+  records, bad = [], 0
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except ValueError:
+          bad += 1
+  if bad:
+    warnings.warn(f"{path}: skipped {bad} unreadable line(s) (torn by an interrupted run)",
+                  RuntimeWarning, stacklevel=3)
+  return records
+
+
 def read_metrics(workdir):
   path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _records(path) if os.path.exists(path) else []
 
 
 def progress(total, initial, enabled):

@@ -16,7 +16,10 @@ One step on a global batch ``x`` (sharded ``P('data')``):
    same optax transformation (its own state), except during its first ``freeze_steps``;
 3. ``loss = mean_i loss_i`` over the global batch; its gradient flows back through
    ``shard_map`` (the transpose of the implicit broadcast of replicated parameters is a
-   ``psum``), and the optax update runs on the replicated or FSDP-sharded parameters.
+   ``psum``), and the optax update runs on the replicated or FSDP-sharded parameters;
+4. the finiteness guard (:func:`guard_nonfinite`): a step whose loss, gradient norm or new
+   state is not finite is not applied (the state stays the previous one, its step count
+   advanced) and ``metrics["nonfinite"]`` says which (the trainer stops or skips on it).
 
 Example:
   >>> # see jaxcl.train.trainer.train for the full loop; tests/test_train.py for a 3-step run
@@ -326,7 +329,9 @@ def sharded_loss(model, objective, mesh, num_views=2, teacher_views="key"):
 
 def make_train_step(mesh, model, tx, objective, view_fn, schedule, state_shardings_,
                     *, num_views=2, nan_at_step=-1, ema_decay=None, teacher_views="key"):
-  """Returns the jitted ``step(state, batch) -> (state, metrics)`` (state donated).
+  """Returns the jitted ``step(state, batch) -> (state, metrics)`` (state donated); metrics:
+  ``loss``, ``grad_norm``, ``lr``, the objective's health scalars and ``nonfinite`` (the
+  guard's flags, :func:`guard_nonfinite`; 0 = the step was applied).
 
   ``ema_decay(step) -> m`` is the teacher's momentum when the state has one;
   ``teacher_views`` is ``config.momentum.teacher_views`` (see :func:`sharded_loss`).
@@ -372,11 +377,33 @@ def make_train_step(mesh, model, tx, objective, view_fn, schedule, state_shardin
           tx, obj_params, obj_grads, state.objective_opt_state,
           frozen=state.step < objective.freeze_steps)
       new = new.replace(objective_params=obj_params, objective_opt_state=obj_opt_state)
+    new, metrics["nonfinite"] = guard_nonfinite(state, new, loss, metrics["grad_norm"])
     return new, metrics
 
   batch_sh = {"x": data_sharding(mesh), "y": data_sharding(mesh)}
   return jax.jit(step, in_shardings=(state_shardings_, batch_sh),
                  out_shardings=(state_shardings_, replicated(mesh)), donate_argnums=0)
+
+
+NONFINITE = ("loss", "grad_norm", "params")  # bit i of metrics["nonfinite"]: NONFINITE[i]
+
+
+def guard_nonfinite(old, new, loss, grad_norm):
+  """``(state, flags)``: ``new`` when the loss, the gradient norm and every float leaf of ``new``
+  (parameters, optimiser and objective state, statistics: "params") are finite; otherwise
+  ``old`` with only its step count advanced (the step's batch is consumed, nothing is applied).
+  ``flags`` (int32) has bit ``i`` set when ``NONFINITE[i]`` is not finite; 0 = applied.
+
+  Computed on device inside the step; the caller reads ``flags`` with the loss.
+  """
+  params_ok = jnp.bool_(True)
+  for x in jax.tree.leaves(new):
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+      params_ok &= jnp.all(jnp.isfinite(x))
+  bad = (~jnp.isfinite(loss), ~jnp.isfinite(grad_norm), ~params_ok)
+  flags = sum(b.astype(jnp.int32) << i for i, b in enumerate(bad))
+  keep = old.replace(step=new.step)
+  return jax.tree.map(lambda n, o: jnp.where(flags == 0, n, o), new, keep), flags
 
 
 def update_objective_params(tx, params, grads, opt_state, *, frozen):

@@ -4,10 +4,20 @@
 
 1. ``jax.distributed.initialize`` if multi-process; validate the config (no compilation yet);
 2. mesh over all devices, model / optimiser / sharded state, data iterator;
-3. resume from the latest checkpoint in ``workdir/checkpoints`` (state *and* data position);
-4. train with a NaN/Inf guard (stops, naming the step, before a bad state is saved), logging
-   to ``metrics.jsonl`` / TensorBoard / tqdm, saving every ``checkpoint.every`` steps and
-   evaluating every ``eval.every`` steps;
+3. resume from the newest readable checkpoint in ``workdir/checkpoints`` (state *and* data
+   position; :func:`jaxcl.train.checkpoint.restore_latest`), dropping what an interrupted run
+   logged after it (``metrics.jsonl``, TensorBoard, ``eval.json`` history);
+4. train, logging to ``metrics.jsonl`` / TensorBoard / tqdm, saving every
+   ``checkpoint.every`` steps and evaluating every ``eval.every`` steps. A step whose loss,
+   gradient norm or updated state is NaN / Inf is not applied (the step's on-device guard,
+   :func:`jaxcl.train.step.guard_nonfinite`); after ``config.nonfinite.max_skips`` such
+   skipped steps (default 0) the next one stops the run with :class:`NonFiniteLossError`
+   naming the step and the quantity. Only finite states are ever saved, so checkpoint
+   retention (``checkpoint.keep``) never drops the last finite checkpoint. SIGTERM / SIGINT
+   during the loop (:mod:`jaxcl.train.preemption`) stop it at the next step boundary, agreed
+   by every process: a checkpoint of that step is saved and awaited, ``preempted at step N``
+   printed and :class:`jaxcl.train.Preempted` raised; ``python -m jaxcl.main`` exits with
+   ``128 + signal``: **143** for SIGTERM, **130** for SIGINT. Rerunning resumes from step N;
 5. final evaluation of the raw inputs, the random encoder and the trained encoder
    (``eval.json``, Markdown table), plots.
 
@@ -18,8 +28,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
-import math
 import os
 import signal
 import time
@@ -28,16 +36,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcl import jsonio
 from jaxcl.train import checkpoint as ckpt
 from jaxcl.train import config as cfg
-from jaxcl.train import distributed, logger, momentum
+from jaxcl.train import distributed, logger, momentum, preemption
 from jaxcl.train.optim import make_optimizer
 from jaxcl.train.sharding import global_batch, make_mesh
 from jaxcl.train.step import build_model, create_state, init_variables, make_train_step
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN or Inf; the run stopped without saving the bad state."""
+  """The loss, the gradient norm or the updated state became NaN or Inf (more often than
+  ``config.nonfinite.max_skips`` allows); the run stopped without applying or saving it."""
 
 
 def setup(config, *, devices=None, objective=None):
@@ -146,23 +156,29 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
   elif warm_start is not None:
     state = jax.device_put(warm_start(state), parts["shardings"])
   start = int(state.step)
-  evaluator = Evaluator(config, parts, workdir)
-  writer = logger.MetricWriter(workdir)
+  evaluator = Evaluator(config, parts, workdir, start)
+  writer = logger.MetricWriter(workdir, start=start)  # drops what was logged after `start`
   bar = logger.progress(config.num_steps, start, config.progress)
   train_step = parts["step"]
-  t0, seen = time.time(), 0
+  t0, seen, skips, saved = time.time(), 0, 0, start
+  stop = preemption.StopSignals().install()  # SIGTERM / SIGINT set a flag until the loop ends
   try:
     for step in range(start, config.num_steps):
       batch = next(iterator)
       batch = global_batch(mesh, {"x": batch["x"], "y": batch["y"]})
       state, metrics = train_step(state, batch)
-      loss = float(metrics["loss"])
-      done = step + 1
-      if not math.isfinite(loss):
-        mngr.wait_until_finished()
-        raise NonFiniteLossError(
-            f"non-finite loss ({loss}) at step {step}: training stopped; the last good "
-            f"checkpoint is step {mngr.latest_step()} in {workdir}/checkpoints (not overwritten)")
+      loss, flags = jax.device_get((metrics["loss"], metrics["nonfinite"]))  # the step's sync
+      loss, done = float(loss), step + 1
+      if flags:  # the step was not applied (jaxcl.train.step.guard_nonfinite)
+        skips += 1
+        what, detail = _nonfinite(flags, loss, float(metrics["grad_norm"]))
+        if skips > config.nonfinite.max_skips:
+          mngr.wait_until_finished()
+          raise NonFiniteLossError(
+              f"{what} at step {step} ({detail}): training stopped; the last good checkpoint "
+              f"is step {mngr.latest_step()} in {workdir}/checkpoints (not overwritten)")
+        _print0(f"step {step} skipped: {what} ({detail}; skip {skips} of "
+                f"config.nonfinite.max_skips={config.nonfinite.max_skips})")
       seen += config.batch_size
       if bar is not None:
         bar.update(1)
@@ -175,12 +191,22 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
         t0, seen = now, 0
       if done % config.checkpoint.every == 0 or done == config.num_steps:
         ckpt.save(mngr, done, state, iterator)
+        saved = done
       if config.eval.every and done % config.eval.every == 0 and done != config.num_steps:
         evaluator.during(done, state)
       if done == config.debug.sigkill_at_step:  # test hook: die without any cleanup
         mngr.wait_until_finished()
         os.kill(os.getpid(), signal.SIGKILL)
+      signum = stop.requested()  # the same on every process
+      if signum:  # preempted: checkpoint this step, wait for it, stop
+        if saved != done:
+          ckpt.save(mngr, done, state, iterator, force=True)
+        mngr.wait_until_finished()
+        error = preemption.Preempted(done, signum, f"{workdir}/checkpoints")
+        _print0(str(error))
+        raise error
   finally:
+    stop.restore()
     if bar is not None:
       bar.close()
     mngr.wait_until_finished()
@@ -188,6 +214,17 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
   results = evaluator.final(state) if config.eval.at_end else {}
   mngr.close()
   return results
+
+
+def _nonfinite(flags, loss, grad_norm):
+  """``("non-finite loss (nan)", "loss nan, grad_norm nan; not finite: loss, grad_norm,
+  params")``: the first of :data:`jaxcl.train.step.NONFINITE` set in ``flags``, then the
+  step's scalars and every quantity that was not finite."""
+  from jaxcl.train.step import NONFINITE
+  names = [n for i, n in enumerate(NONFINITE) if flags >> i & 1]
+  value = {"loss": f" ({loss})", "grad_norm": f" ({grad_norm})"}.get(names[0], "")
+  return (f"non-finite {names[0]}{value}",
+          f"loss {loss:.6g}, grad_norm {grad_norm:.6g}; not finite: {', '.join(names)}")
 
 
 def _tolerance(feats, labels):
@@ -202,13 +239,14 @@ def _tolerance(feats, labels):
 class Evaluator:
   """Probe / kNN / geometry of the encoder features, history, ``eval.json`` and plots."""
 
-  def __init__(self, config, parts, workdir):
+  def __init__(self, config, parts, workdir, start=None):
     self.config, self.parts, self.workdir = config, parts, workdir
     self.path = os.path.join(workdir, "eval.json")
-    self.history = []
-    if os.path.exists(self.path):  # resumed run: keep the curve measured before the restart
-      with open(self.path) as f:
-        self.history = json.load(f).get("history", [])
+    # Resumed run: keep the curve measured up to the restored step ``start`` (later entries
+    # will be measured again); a damaged file: a warning.
+    saved = jsonio.read_json(self.path, default={})
+    self.history = [h for h in (saved.get("history", []) if isinstance(saved, dict) else [])
+                    if start is None or h.get("step", 0) <= start]
     self._data = None
 
   def data(self):
@@ -346,5 +384,4 @@ class Evaluator:
   def _write(self, table):
     if jax.process_index() != 0:
       return
-    with open(self.path, "w") as f:
-      json.dump({"final": table, "history": self.history}, f, indent=2)
+    jsonio.write_json(self.path, {"final": table, "history": self.history}, indent=2)
