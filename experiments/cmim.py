@@ -128,7 +128,7 @@ def measure(config, workdir):
     mean, logvar = post[1]
     x = jnp.asarray(arrays[1]["x"].reshape(len(yte), -1), jnp.float32)
     logits = losses.contrib.mim_decoder(dec, mean)
-    cmim_lib = importlib.import_module("jaxcl.losses.contrib.cmim")  # the name is the function
+    cmim_lib = importlib.import_module("jaxcl.losses.cmim")  # the module (contrib.cmim is the function)
     res["recon_bce"] = float(-jnp.mean(cmim_lib.bernoulli_log_prob(x, logits, 0.0)))
     res["recon_mse"] = float(jnp.mean((jax.nn.sigmoid(logits) - x) ** 2))
     res["logvar"] = float(jnp.mean(logvar))

@@ -156,7 +156,7 @@ def test_reference_code_algebra_and_helpers():
 
 def importlib_cmim():
   import importlib
-  return importlib.import_module("jaxcl.losses.contrib.cmim")
+  return importlib.import_module("jaxcl.losses.cmim")
 
 
 # ------------------------------------------------------------------ 8 devices = 1 device

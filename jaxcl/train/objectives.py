@@ -603,7 +603,7 @@ def hydra_objective(kwargs):
   import math
   import jaxcl.losses
   import importlib
-  hydra_lib = importlib.import_module("jaxcl.losses.contrib.hydra")  # the name is the function
+  hydra_lib = importlib.import_module("jaxcl.losses.hydra")  # the module (contrib.hydra is the function)
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("hydra").items()}
   num_classes = class_count(own["num_classes"], "hydra")
@@ -735,7 +735,7 @@ def cmim_objective(kwargs):
   outputs. Health: ``cmim/logvar`` (mean posterior log-variance over the global batch).
   """
   import importlib
-  lib = importlib.import_module("jaxcl.losses.contrib.cmim")  # the name is the function
+  lib = importlib.import_module("jaxcl.losses.cmim")  # the module (contrib.cmim is the function)
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("cmim").items()}
   input_dim = check_int(own["input_dim"], 1, message="cmim: 'input_dim' must be an int >= 1 (the "
