@@ -1,7 +1,7 @@
 """BECLR on scikit-learn digits, the few-shot protocol's CPU proxy (Poulakakis-Daktylidis &
 Jamali-Rad, ICLR 2024, arXiv 2402.02444).
 
-Pretraining (the shared trainer): BECLR's loss (:func:`jaxcl.losses.beclr_loss`, T = 2,
+Pretraining (the shared trainer): BECLR's loss (:func:`jaxcl.losses.contrib.beclr_loss`, T = 2,
 lambda = 0.1) with an EMA teacher on both views (``momentum.teacher_views = "all"``), the
 student's predictor and the DyCE memories (``loss.kwargs.dyce_*``), on the training images of
 ``PRETRAIN_CLASSES`` only (``data.classes``). Evaluation (``experiments/beclr.py``):

@@ -4,7 +4,7 @@ on ``digits_captions``: 8x8 digit images paired with generated captions.
 ``python -m jaxcl.main --config=configs/improved_vlp_digits.py --workdir=runs/improved_vlp``
 Study: ``python -m experiments.improved_vlp`` (plain CLIP vs CL2L vs CLIP + SimCLR add-on).
 
-Recipe (``jaxcl.losses.cl2l_loss`` through ``objectives.vlp_objective``):
+Recipe (``jaxcl.losses.contrib.cl2l_loss`` through ``objectives.vlp_objective``):
 
 * two towers (``models.MultiModal``): an MLP image tower, a 1-block token transformer on the
   caption, each with a 2-layer projection head to ``D = 32`` (the small towers of

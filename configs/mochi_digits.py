@@ -5,7 +5,7 @@
 ``python -m jaxcl.main --config=configs/mochi_digits.py --workdir=runs/mochi_digits``
 
 Kalantidis et al., "Hard Negative Mixing for Contrastive Learning", arXiv 2010.01028
-(:func:`jaxcl.losses.mochi_loss`, ``mine="queue"`` as in the paper). Without a queue
+(:func:`jaxcl.losses.contrib.mochi_loss`, ``mine="queue"`` as in the paper). Without a queue
 (``queue.size = 0``) the pool is the gathered global batch (then ``num_hard`` must be below
 the global batch). Study: ``python -m experiments.mochi``.
 """

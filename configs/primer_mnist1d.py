@@ -5,7 +5,7 @@ embeddings, then the linear probe / kNN on the frozen encoder.
 ``python -m jaxcl.main --config=configs/primer_mnist1d.py --workdir=runs/primer_mnist1d``
 
 Everything but the loss is the SimCLR recipe (``configs/simclr_mnist1d.py``: views, encoder,
-head, AdamW schedule). The loss is ``jaxcl.losses.label_contrast`` through the trainer's
+head, AdamW schedule). The loss is ``jaxcl.losses.contrib.label_contrast`` through the trainer's
 ``label_embedding`` objective (label embeddings ``E [10, 64]`` as objective parameters): the
 binary-NCE form with 5 sampled negative labels per row (methods.md section 30's proxy: k = 5),
 cosine scores at T = 0.1. ``loss.kwargs.form = "softmax"`` gives the softmax form (InfoNCE over

@@ -306,7 +306,7 @@ def main(argv=None):
            f"head, AdamW lr {c.optim.lr}, batch {pre['batch_size']}, {pre['num_steps']} steps, "
            f"on the ~718 training images of classes {list(recipe.PRETRAIN_CLASSES)} only "
            f"(`config.data.classes`), for three objectives: SimCLR (NT-Xent T = 0.2); BECLR "
-           f"(`losses.beclr_loss`, T = {kw['temperature']}, lambda = {kw['neg_weight']}, EMA "
+           f"(`losses.contrib.beclr_loss`, T = {kw['temperature']}, lambda = {kw['neg_weight']}, EMA "
            f"teacher on both views from {c.momentum.ema} to 1 (cosine), predictor with a "
            f"D/4 bottleneck); BECLR + DyCE (three memories of {kw['dyce_memory']} rows, "
            f"{kw['dyce_clusters']} clusters, the {kw['dyce_top_k']} nearest members of the "

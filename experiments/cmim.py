@@ -105,9 +105,9 @@ def measure(config, workdir):
   feats = {"encoder": h}
   if mim:
     dec = jax.device_get(state.objective_params)
-    post = [losses.split_posterior(jnp.asarray(f)) for f in z]
+    post = [losses.contrib.split_posterior(jnp.asarray(f)) for f in z]
     feats["emb"] = [np.asarray(m) for m, _ in post]
-    feats["informative"] = [np.asarray(losses.informative_embeddings(dec, m)) for m, _ in post]
+    feats["informative"] = [np.asarray(losses.contrib.informative_embeddings(dec, m)) for m, _ in post]
   else:
     feats["emb"] = z
   ytr, yte = arrays[0]["y"], arrays[1]["y"]
@@ -127,15 +127,15 @@ def measure(config, workdir):
   if mim:
     mean, logvar = post[1]
     x = jnp.asarray(arrays[1]["x"].reshape(len(yte), -1), jnp.float32)
-    logits = losses.mim_decoder(dec, mean)
-    cmim_lib = importlib.import_module("jaxcl.losses.cmim")  # the name is the function
+    logits = losses.contrib.mim_decoder(dec, mean)
+    cmim_lib = importlib.import_module("jaxcl.losses.cmim")  # the module (contrib.cmim is the function)
     res["recon_bce"] = float(-jnp.mean(cmim_lib.bernoulli_log_prob(x, logits, 0.0)))
     res["recon_mse"] = float(jnp.mean((jax.nn.sigmoid(logits) - x) ** 2))
     res["logvar"] = float(jnp.mean(logvar))
     # The contrastive term of reading (a) on the test split (360 candidates, one sample each):
     # ~0 once the posteriors are much narrower than the distances between their means.
-    zs = losses.posterior_sample(mean, logvar, jax.random.PRNGKey(config.seed))
-    res["nce_test"] = float(jnp.mean(losses.posterior_nce(zs, mean, logvar)))
+    zs = losses.contrib.posterior_sample(mean, logvar, jax.random.PRNGKey(config.seed))
+    res["nce_test"] = float(jnp.mean(losses.contrib.posterior_nce(zs, mean, logvar)))
   return res
 
 

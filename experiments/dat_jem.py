@@ -124,7 +124,7 @@ def _programs(model_json, gen_steps, attack_steps):
   import jax.numpy as jnp
   import ml_collections
   from jaxcl import pgd
-  from jaxcl.losses import lse_energy
+  from jaxcl.losses.contrib import lse_energy
   from jaxcl.train.step import build_model
   model = build_model(ml_collections.ConfigDict(json.loads(model_json)))
   apply = lambda v, x: model.apply(v, x, train=False)[1]

@@ -115,9 +115,9 @@ def outputs(a, b, params=None):
   import jax
   from jaxcl import losses
   if params is None:
-    fn = lambda a, b: {op: losses.analytic_op(op, a, b) for op in OPS}
+    fn = lambda a, b: {op: losses.contrib.analytic_op(op, a, b) for op in OPS}
     return jax.tree.map(np.asarray, fn(a, b))
-  fn = jax.jit(lambda p, a, b: {op: losses.laso_op(p, op, a, b) for op in OPS})
+  fn = jax.jit(lambda p, a, b: {op: losses.contrib.laso_op(p, op, a, b) for op in OPS})
   return jax.tree.map(np.asarray, fn(params, a, b))
 
 

@@ -91,7 +91,7 @@ def measure(config, workdir):
   z = np.asarray(features(parts, state, test["x"], "head"), np.float32)
   z = z.reshape(len(z), len(mods), -1)
   heads = jax.device_get(state.objective_params)
-  fused, uni = (np.asarray(a, np.float64) for a in jax.jit(losses.m3col_heads)(heads, z))
+  fused, uni = (np.asarray(a, np.float64) for a in jax.jit(losses.contrib.m3col_heads)(heads, z))
   p = np.exp(fused - fused.max(1, keepdims=True))
   p = p[:, 1] / p.sum(1)
   out = {"test_accuracy": float(np.mean(fused.argmax(1) == y)),

@@ -149,7 +149,7 @@ def main(argv=None):
            f"paper's hundreds of epochs), AdamW (weight decay "
            f"{c0.optim.weight_decay}) at peak lr {[f'{lr:g}' for lr in lrs]} for every method; "
            f"the same two signal views per example for all. SupCon: `losses.supcon`, "
-           f"T = {T_SUPCON}, both views as anchors. CE: `losses.softmax_cross_entropy` of a "
+           f"T = {T_SUPCON}, both views as anchors. CE: `losses.contrib.softmax_cross_entropy` of a "
            f"learnable linear classifier on the head output (both views' rows, the trainer's "
            f"`classifier` objective). SimCLR: `losses.nt_xent`, T = {T_NTXENT}, no labels "
            f"(the unsupervised reference). Linear probe (l2 = 1e-4, {c0.eval.probe_steps} "

@@ -7,7 +7,7 @@ ordinal embedding (feature distance ranks pairs by ``|dy|``), also with fewer tr
 
 Settings: dataset (``diabetes``, bins of 25 units; ``ordinal``, bins of 3 integer levels) x
 training data (``train``, ``train25`` = a random quarter, used for pretraining *and* the probe)
-x loss. Both losses are :func:`jaxcl.losses.supremix` (SupCon = ``mix_neg=mix_pos=False``,
+x loss. Both losses are :func:`jaxcl.losses.contrib.supremix` (SupCon = ``mix_neg=mix_pos=False``,
 ``weighting="none"``, so the same code and bins) with the same budget and the same search over
 the temperature (``TEMPERATURES``; with several values the selected T per dataset / data size
 / loss is the one with the lower mean ridge-probe *validation* MAE, the test split is never

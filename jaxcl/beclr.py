@@ -5,7 +5,7 @@ ICLR 2024, arXiv 2402.02444 (reference code stypoumic/BECLR: ``BECLRLoss`` in
 ``models/beclr.py``, ``NNmemoryBankModule2`` in ``memory.py``). OpTA, BECLR's inference-time
 step, is :func:`jaxcl.sinkhorn.opta` / :mod:`jaxcl.eval.fewshot`.
 
-**Loss**: :func:`jaxcl.losses.beclr_loss` (``L_pos + lambda L_neg`` over the global batch;
+**Loss**: :func:`jaxcl.losses.contrib.beclr_loss` (``L_pos + lambda L_neg`` over the global batch;
 equation in :mod:`jaxcl.losses.beclr`), re-exported here as ``beclr.beclr_loss``.
 
 **DyCE** (dynamic clustered memory). A FIFO memory of ``M`` detached, L2-normalised

@@ -97,7 +97,7 @@ def _reference_loss(parts, before, x):
     rows[name] = [o[0] for o in out]
     ok = out[0][1] & out[1][1]
     valid = ok if valid is None else valid & ok
-  per = losses.beclr_loss(*rows["prediction"], *rows["teacher"], *rows["projection"],
+  per = losses.contrib.beclr_loss(*rows["prediction"], *rows["teacher"], *rows["projection"],
                           temperature=2.0, neg_weight=0.1, valid=valid)
   return jnp.sum(per) / jnp.sum(valid), jnp.mean(valid)
 

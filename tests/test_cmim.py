@@ -1,4 +1,4 @@
-"""cMIM / A-MIM (jaxcl.losses.cmim, arXiv 2411.10548 / 2509.21511; MIM arXiv 1910.03175): a
+"""cMIM / A-MIM (jaxcl.losses.contrib.cmim, arXiv 2411.10548 / 2509.21511; MIM arXiv 1910.03175): a
 float64 loop reference written here (value and finite-difference gradient), the reference
 code's algebra (q_x marginal), 8 devices = 1 device for the whole sample -> decode -> loss
 pipeline (value and gradient, ring kernel vs dense), bf16 and extreme variances, argument
@@ -83,7 +83,7 @@ def _lib(kw):
   opts = dict(contrastive_weight=kw.pop("weight"), q_x=kw.pop("q_x", "marginal"),
               beta=kw.pop("beta", 1.0), probs_clip=kw.pop("clip", 1e-3),
               valid=kw.pop("valid", None))
-  return lambda *xs: losses.cmim(*xs, **opts)
+  return lambda *xs: losses.contrib.cmim(*xs, **opts)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -120,7 +120,7 @@ def test_reference_code_algebra_and_helpers():
   # q_x="marginal": the log q(z|x) terms cancel, A-MIM = -(1 + beta)/2 [log p(x|z) + log P(z)].
   x, logits, z, mean, logvar = _inputs(1)
   lib = importlib_cmim()
-  dec = losses.init_mim_decoder(jax.random.key(0), D, PIX, hidden=(4, 7))
+  dec = losses.contrib.init_mim_decoder(jax.random.key(0), D, PIX, hidden=(4, 7))
 
   @jax.jit  # one program: eager calls would compile every op separately
   def everything(x, logits, z, mean, logvar):
@@ -128,14 +128,14 @@ def test_reference_code_algebra_and_helpers():
     simple = [-(1 + beta) / 2 * (lib.bernoulli_log_prob(x, logits)
                                  + lib.gaussian_log_prob(z, 0 * z, 0 * z)) for beta in (1.0, 0.3)]
     return dict(
-        a_mim=[losses.a_mim(*args, beta=beta) for beta in (1.0, 0.3)], simple=simple,
-        w0=losses.cmim(*args, contrastive_weight=0.0),
-        w2=losses.cmim(*args, contrastive_weight=2.0),
-        nce=losses.posterior_nce(z, mean, logvar),
-        sample=losses.posterior_sample(mean, logvar, jax.random.key(3)),
+        a_mim=[losses.contrib.a_mim(*args, beta=beta) for beta in (1.0, 0.3)], simple=simple,
+        w0=losses.contrib.cmim(*args, contrastive_weight=0.0),
+        w2=losses.contrib.cmim(*args, contrastive_weight=2.0),
+        nce=losses.contrib.posterior_nce(z, mean, logvar),
+        sample=losses.contrib.posterior_sample(mean, logvar, jax.random.key(3)),
         eps0=jax.random.normal(jax.random.fold_in(jax.random.key(3), 0), (D,)),
-        split=losses.split_posterior(jnp.concatenate([mean, jnp.full_like(mean, -99.0)], 1)),
-        logits=losses.mim_decoder(dec, mean), emb=losses.informative_embeddings(dec, mean))
+        split=losses.contrib.split_posterior(jnp.concatenate([mean, jnp.full_like(mean, -99.0)], 1)),
+        logits=losses.contrib.mim_decoder(dec, mean), emb=losses.contrib.informative_embeddings(dec, mean))
 
   r = everything(x, logits, z, mean, logvar)
   for got, want in zip(r["a_mim"], r["simple"]):
@@ -166,16 +166,16 @@ SX = np.random.default_rng(10).uniform(0, 1, size=(NB, DIN)).astype(np.float32)
 SVALID = np.ones(NB, bool)
 SVALID[[3, 12]] = False
 ENC = _data(11, DIN, 2 * LAT, scale=0.5)
-DEC = losses.init_mim_decoder(jax.random.key(4), LAT, DIN, hidden=(6,))
+DEC = losses.contrib.init_mim_decoder(jax.random.key(4), LAT, DIN, hidden=(6,))
 RNG = jax.random.key(12)
 
 
 def _pipeline(axis_name, impl):
   def fn(params, x, valid):
     enc, dec = params
-    mean, logvar = losses.split_posterior(x @ enc)
-    z = losses.posterior_sample(mean, logvar, RNG, axis_name)
-    return losses.cmim(x, losses.mim_decoder(dec, z), z, mean, logvar, valid=valid,
+    mean, logvar = losses.contrib.split_posterior(x @ enc)
+    z = losses.contrib.posterior_sample(mean, logvar, RNG, axis_name)
+    return losses.contrib.cmim(x, losses.contrib.mim_decoder(dec, z), z, mean, logvar, valid=valid,
                        axis_name=axis_name, impl=impl, block_size=4)
   return fn
 
@@ -210,7 +210,7 @@ def test_sharded_ring_equals_single_device_dense():
 
 def test_bf16_and_extreme_variances():
   x, logits, z, mean, logvar = _inputs(2)
-  fn = lambda l, z, m, lv: losses.cmim(x, l, z, m, lv)
+  fn = lambda l, z, m, lv: losses.contrib.cmim(x, l, z, m, lv)
   grad = jax.grad(lambda *a: jnp.sum(fn(*a)), argnums=(0, 1, 2, 3))
   far = 10.0 * np.arange(B, dtype=np.float32)[:, None] + mean  # well-separated posteriors
   tiny = np.full_like(logvar, -30.0)                            # sigma ~ 3e-7
@@ -220,7 +220,7 @@ def test_bf16_and_extreme_variances():
     low = [a.astype(jnp.bfloat16) for a in (l, z, m, lv)]
     z_tiny = far + jnp.exp(0.5 * tiny) * (z - m)
     return (fn(l, z, m, lv), fn(*low), grad(*low),
-            (losses.posterior_nce(z_tiny, far, tiny), grad(l, z_tiny, far, tiny)),
+            (losses.contrib.posterior_nce(z_tiny, far, tiny), grad(l, z_tiny, far, tiny)),
             fn(30 * l, z, m, lv))
 
   ref, low, g_low, (nce_tiny, g_tiny), v_big = variants(logits, z, mean, logvar)
@@ -240,25 +240,25 @@ def test_bf16_and_extreme_variances():
 def test_bad_inputs_name_the_argument():
   x, logits, z, mean, logvar = _inputs(3)
   cases = [
-      (lambda: losses.cmim(x, logits[:, :2], z, mean, logvar),
+      (lambda: losses.contrib.cmim(x, logits[:, :2], z, mean, logvar),
        r"cmim: 'x' and 'logits' must have the same shape"),
-      (lambda: losses.cmim(x[:3], logits[:3], z, mean, logvar),
+      (lambda: losses.contrib.cmim(x[:3], logits[:3], z, mean, logvar),
        r"'x' and 'z' must have the same batch size"),
-      (lambda: losses.cmim(x, logits, z, mean[:, :2], logvar),
+      (lambda: losses.contrib.cmim(x, logits, z, mean[:, :2], logvar),
        r"'z' and 'mean' must have the same shape"),
-      (lambda: losses.posterior_nce(z, mean, logvar[None]),
+      (lambda: losses.contrib.posterior_nce(z, mean, logvar[None]),
        r"posterior_nce: 'logvar' must have rank 2"),
-      (lambda: losses.a_mim(x, logits, z, mean, logvar, q_x="prior"), r"a_mim: 'q_x' must be"),
-      (lambda: losses.cmim(x, logits, z.astype(np.int32), mean, logvar),
+      (lambda: losses.contrib.a_mim(x, logits, z, mean, logvar, q_x="prior"), r"a_mim: 'q_x' must be"),
+      (lambda: losses.contrib.cmim(x, logits, z.astype(np.int32), mean, logvar),
        r"'z' must be a floating-point array"),
-      (lambda: losses.cmim(x, logits, z, mean, logvar, q_x="prior"), r"'q_x' must be one of"),
-      (lambda: losses.cmim(x, logits, z, mean, logvar, probs_clip=0.7), r"'probs_clip' must be"),
-      (lambda: losses.cmim(x, logits, z, mean, logvar, contrastive_weight=-1.0),
+      (lambda: losses.contrib.cmim(x, logits, z, mean, logvar, q_x="prior"), r"'q_x' must be one of"),
+      (lambda: losses.contrib.cmim(x, logits, z, mean, logvar, probs_clip=0.7), r"'probs_clip' must be"),
+      (lambda: losses.contrib.cmim(x, logits, z, mean, logvar, contrastive_weight=-1.0),
        r"'contrastive_weight' must be >= 0"),
-      (lambda: losses.cmim(x, logits, z, mean, logvar, valid=VALID[:2]),
+      (lambda: losses.contrib.cmim(x, logits, z, mean, logvar, valid=VALID[:2]),
        r"'valid' must have shape"),
-      (lambda: losses.posterior_sample(mean, logvar, None), r"needs an explicit 'rng'"),
-      (lambda: losses.split_posterior(z), r"'z' must have an even last axis"),
+      (lambda: losses.contrib.posterior_sample(mean, logvar, None), r"needs an explicit 'rng'"),
+      (lambda: losses.contrib.split_posterior(z), r"'z' must have an even last axis"),
   ]
   for call, match in cases:
     with pytest.raises((ValueError, TypeError), match=match):

@@ -99,7 +99,7 @@ def test_nspt_matches_the_loop_reference(kw):
   t = s + 0.5 * _data(1, B, D)                         # a teacher close to the student
   if not kw.get("normalize", True):
     s, t = 0.4 * s, 0.4 * t
-  want = _check(lambda s, t: losses.nspt(s, t, LABELS, OLD, **kw),
+  want = _check(lambda s, t: losses.contrib.nspt(s, t, LABELS, OLD, **kw),
                 lambda s, t: ref_nspt(s, t, LABELS, OLD, **kw), [s, t], wrt=(0,))
   anchors = OLD & kw.get("valid", np.ones(B, bool))
   assert np.all(want[~anchors] == 0) and np.all(want[anchors] != 0)
@@ -109,7 +109,7 @@ def test_mm_matches_the_loop_reference():
   a = _data(2, B, D)
   b = a + _data(3, B, D)
   kw = dict(temperature=0.2, valid=VALID)
-  want = _check(lambda a, b: losses.coconut_mm(a, b, LABELS, ~OLD, **kw),
+  want = _check(lambda a, b: losses.contrib.coconut_mm(a, b, LABELS, ~OLD, **kw),
                 lambda a, b: ref_mm(a, b, LABELS, ~OLD, **kw), [a, b], wrt=(0, 1))
   assert np.all(want[OLD | ~VALID] == 0) and np.all(want[~OLD & VALID] != 0)
 
@@ -118,7 +118,7 @@ def test_structure_and_empty_anchor_sets():
   s, t = _data(4, B, D), _data(5, B, D)
   # The teacher is the positive side: the student's own other-class rows are its negatives;
   # moving a *teacher* row of another class changes nothing, a student one does.
-  f = jax.jit(lambda s, t: losses.nspt(s, t, LABELS, OLD)[0])
+  f = jax.jit(lambda s, t: losses.contrib.nspt(s, t, LABELS, OLD)[0])
   base = float(f(s, t))
   t2, s2 = t.copy(), s.copy()
   t2[3], s2[3] = _data(6, D), _data(6, D)               # row 3: class 2, not the anchor's
@@ -126,9 +126,9 @@ def test_structure_and_empty_anchor_sets():
   # No rehearsal row / no current row: 0 with zero gradient; the global mean is the anchors'.
   none = np.zeros(B, bool)
   (v1, g1), (v2, g2), full = jax.jit(lambda s, t: (
-      jax.value_and_grad(lambda s: jnp.sum(losses.nspt(s, t, LABELS, none)))(s),
-      jax.value_and_grad(lambda s: jnp.sum(losses.coconut_mm(s, t, LABELS, none)))(s),
-      losses.nspt(s, t, LABELS, OLD)))(s, t)
+      jax.value_and_grad(lambda s: jnp.sum(losses.contrib.nspt(s, t, LABELS, none)))(s),
+      jax.value_and_grad(lambda s: jnp.sum(losses.contrib.coconut_mm(s, t, LABELS, none)))(s),
+      losses.contrib.nspt(s, t, LABELS, OLD)))(s, t)
   assert float(v1) == 0 and float(v2) == 0 and not np.any(g1) and not np.any(g2)
   per_anchor = ref_nspt(s, t, LABELS, OLD, 0.1)[OLD] * OLD.sum() / B      # L_i
   np.testing.assert_allclose(np.mean(full), np.mean(per_anchor), rtol=1e-5)
@@ -148,9 +148,9 @@ SW = _data(11, DIN, DOUT)
 def _both(axis_name, impl):
   def fn(w, x, y, old, valid):
     s, t, v = (x[k] @ w for k in range(3))
-    return jnp.stack([losses.nspt(s, t, y, old, valid=valid, axis_name=axis_name, impl=impl,
+    return jnp.stack([losses.contrib.nspt(s, t, y, old, valid=valid, axis_name=axis_name, impl=impl,
                                   block_size=4),
-                      losses.coconut_mm(s, v, y, ~old, valid=valid, axis_name=axis_name,
+                      losses.contrib.coconut_mm(s, v, y, ~old, valid=valid, axis_name=axis_name,
                                         temperature=0.3)], axis=1)
   return fn
 
@@ -181,8 +181,8 @@ def test_sharded_equals_single_device():
 
 def test_bf16_and_extreme_inputs():
   s, t = _data(12, B, D), _data(13, B, D)
-  fn = lambda s, t, tau=0.1: (losses.nspt(s, t, LABELS, OLD, temperature=tau)
-                              + losses.coconut_mm(s, t, LABELS, ~OLD, temperature=tau))
+  fn = lambda s, t, tau=0.1: (losses.contrib.nspt(s, t, LABELS, OLD, temperature=tau)
+                              + losses.contrib.coconut_mm(s, t, LABELS, ~OLD, temperature=tau))
   grad = jax.grad(lambda s, t, tau=0.1: jnp.sum(fn(s, t, tau)), argnums=(0, 1))
 
   @jax.jit
@@ -206,19 +206,19 @@ def test_bf16_and_extreme_inputs():
 def test_bad_inputs_name_the_argument():
   s, t = _data(14, B, D), _data(15, B, D)
   cases = [
-      (lambda: losses.nspt(s[0], t, LABELS, OLD), r"nspt: 'student' must have rank 2"),
-      (lambda: losses.nspt(s, t[:3], LABELS, OLD),
+      (lambda: losses.contrib.nspt(s[0], t, LABELS, OLD), r"nspt: 'student' must have rank 2"),
+      (lambda: losses.contrib.nspt(s, t[:3], LABELS, OLD),
        r"nspt: 'student' and 'teacher' must have the same batch size"),
-      (lambda: losses.nspt(s, t.astype(np.int32), LABELS, OLD),
+      (lambda: losses.contrib.nspt(s, t.astype(np.int32), LABELS, OLD),
        r"'teacher' must be a floating-point array"),
-      (lambda: losses.nspt(s, t, LABELS[:3], OLD), r"nspt: 'labels' must have shape \(8,\)"),
-      (lambda: losses.nspt(s, t, LABELS, OLD[:3]), r"nspt: 'rehearsal' must have shape \(8,\)"),
-      (lambda: losses.nspt(s, t, LABELS, OLD.astype(np.int32)), r"'rehearsal' must be a bool"),
-      (lambda: losses.nspt(s, t, LABELS, OLD, temperature=0.0), r"'temperature' must be > 0"),
-      (lambda: losses.coconut_mm(s, t[:, :3], LABELS, OLD),
+      (lambda: losses.contrib.nspt(s, t, LABELS[:3], OLD), r"nspt: 'labels' must have shape \(8,\)"),
+      (lambda: losses.contrib.nspt(s, t, LABELS, OLD[:3]), r"nspt: 'rehearsal' must have shape \(8,\)"),
+      (lambda: losses.contrib.nspt(s, t, LABELS, OLD.astype(np.int32)), r"'rehearsal' must be a bool"),
+      (lambda: losses.contrib.nspt(s, t, LABELS, OLD, temperature=0.0), r"'temperature' must be > 0"),
+      (lambda: losses.contrib.coconut_mm(s, t[:, :3], LABELS, OLD),
        r"coconut_mm: 'a' and 'b' must have the same feature size"),
-      (lambda: losses.coconut_mm(s, t, LABELS, OLD[:2]), r"'current' must have shape"),
-      (lambda: losses.coconut_mm(s, t, LABELS, OLD, valid=VALID[:2]), r"'valid' must have shape"),
+      (lambda: losses.contrib.coconut_mm(s, t, LABELS, OLD[:2]), r"'current' must have shape"),
+      (lambda: losses.contrib.coconut_mm(s, t, LABELS, OLD, valid=VALID[:2]), r"'valid' must have shape"),
   ]
   for call, match in cases:
     with pytest.raises((ValueError, TypeError), match=match):

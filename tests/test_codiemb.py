@@ -74,7 +74,7 @@ def ref_sts(a, b, y, t=0.05, rank_t=0.1, w=(2.0, 0.5, 5.0, 0.3)):
 
 
 def _sts(a, b, y, **kw):
-  return losses.codiemb_sts(a, b, y, spearman_weight=0.3, **kw)
+  return losses.contrib.codiemb_sts(a, b, y, spearman_weight=0.3, **kw)
 
 
 def test_ir_matches_loop_reference_value_and_gradient():
@@ -84,7 +84,7 @@ def test_ir_matches_loop_reference_value_and_gradient():
   rng = np.random.default_rng(2)
   pv, nv = rng.random((B, NP)) < 0.7, rng.random((B, NN)) < 0.7
   pv[0] = False                                                     # a query with no positive
-  f = jax.jit(lambda *a: losses.codiemb_ir(*a, temperature=T, valid=valid, positive_valid=pv,
+  f = jax.jit(lambda *a: losses.contrib.codiemb_ir(*a, temperature=T, valid=valid, positive_valid=pv,
                                            negative_valid=nv))
   np.testing.assert_allclose(f(q, pos, neg), ref_ir(q, pos, neg, T, valid, pv, nv), rtol=2e-5,
                              atol=2e-5)
@@ -103,7 +103,7 @@ def test_ir_matches_loop_reference_value_and_gradient():
 
 def test_ir_one_positive_is_info_nce_with_hard_negatives():
   q, pos, neg = _ir_inputs(20)
-  both = jax.jit(lambda q, p, n: (losses.codiemb_ir(q, p[:, :1], n, temperature=T),
+  both = jax.jit(lambda q, p, n: (losses.contrib.codiemb_ir(q, p[:, :1], n, temperature=T),
                                   losses.info_nce(q, p[:, 0], negatives=n, temperature=T)))
   got, want = both(q, pos, neg)
   np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -113,8 +113,8 @@ def test_ranks_match_scipy_and_soft_rank_limit():
   y = np.array([3.0, 1.0, 1.0, 5.0, 3.0, 3.0, 0.0, 2.0], np.float32)
   valid = np.array([1, 1, 0, 1, 1, 0, 1, 1], bool)
   asc, desc, masked, soft = jax.jit(lambda y, v: (
-      losses.average_rank(y), losses.average_rank(y, descending=True),
-      losses.average_rank(y, v), losses.soft_rank(y, temperature=1e-3)))(y, valid)
+      losses.contrib.average_rank(y), losses.contrib.average_rank(y, descending=True),
+      losses.contrib.average_rank(y, v), losses.contrib.soft_rank(y, temperature=1e-3)))(y, valid)
   np.testing.assert_array_equal(asc, rankdata(y) - 1)
   np.testing.assert_array_equal(desc, rankdata(-y) - 1)
   np.testing.assert_array_equal(np.asarray(masked)[valid], rankdata(y[valid]) - 1)
@@ -126,7 +126,7 @@ def test_sts_matches_loop_reference_value_and_gradient():
   a, b = _data(30, B, D), _data(31, B, D)
   y = np.random.default_rng(32).integers(0, 6, B).astype(np.float32)     # ties
   vg = jax.value_and_grad(lambda u, v: jnp.mean(_sts(u, v, y)), argnums=(0, 1))
-  terms, (val, grads) = jax.jit(lambda u, v: (losses.codiemb_sts_terms(u, v, y), vg(u, v)))(a, b)
+  terms, (val, grads) = jax.jit(lambda u, v: (losses.contrib.codiemb_sts_terms(u, v, y), vg(u, v)))(a, b)
   want = ref_sts_terms(a, b, y, 0.05, 0.1)
   for name, v in want.items():
     np.testing.assert_allclose(terms[name], v, rtol=5e-5, atol=1e-5, err_msg=name)
@@ -148,8 +148,8 @@ def test_sharded_equals_single_device():
   g = np.random.default_rng(46).uniform(0.5, 1.5, B).astype(np.float32)
 
   def loss(q, pos, neg, a, b, y, v, w, ax=None):
-    ir = losses.codiemb_ir(q, pos, neg, temperature=T, valid=v, axis_name=ax)
-    sts = losses.codiemb_sts(a, b, y, valid=v, axis_name=ax)
+    ir = losses.contrib.codiemb_ir(q, pos, neg, temperature=T, valid=v, axis_name=ax)
+    sts = losses.contrib.codiemb_sts(a, b, y, valid=v, axis_name=ax)
     return jnp.sum(w * ir), jnp.sum(w * sts)
 
   psum = lambda x: jax.lax.psum(x, "data")
@@ -172,9 +172,9 @@ def test_bf16_and_extreme_inputs_stay_finite():
   bf = [jnp.asarray(x, jnp.bfloat16) for x in (q, pos, neg)]
   y = np.random.default_rng(51).uniform(0, 5, B).astype(np.float32)
   vg = jax.value_and_grad(  # tiny temperature, huge rows
-      lambda u, v: jnp.sum(losses.codiemb_sts(u, v, y, temperature=1e-4)), argnums=(0, 1))
-  f = jax.jit(lambda u, v, bf: (vg(u, v), losses.codiemb_sts_terms(u, v, jnp.ones(B)),
-                                losses.codiemb_ir(*bf, temperature=1e-4)))
+      lambda u, v: jnp.sum(losses.contrib.codiemb_sts(u, v, y, temperature=1e-4)), argnums=(0, 1))
+  f = jax.jit(lambda u, v, bf: (vg(u, v), losses.contrib.codiemb_sts_terms(u, v, jnp.ones(B)),
+                                losses.contrib.codiemb_ir(*bf, temperature=1e-4)))
   (v, grads), t, got = f(q * 1e4, pos[:, 0], bf)
   assert np.isfinite(v) and all(np.all(np.isfinite(x)) for x in grads)
   assert float(t["pearson"]) == 1.0 and float(t["pro"]) == 0.0       # constant gold scores
@@ -185,18 +185,18 @@ def test_bf16_and_extreme_inputs_stay_finite():
 def test_bad_inputs_name_the_argument():
   q, pos, neg = _ir_inputs(0)
   with pytest.raises(ValueError, match="'positives'"):
-    losses.codiemb_ir(q, pos[:5], neg)
+    losses.contrib.codiemb_ir(q, pos[:5], neg)
   with pytest.raises(ValueError, match="'negatives'"):
-    losses.codiemb_ir(q, pos, neg[:, :, :3])
+    losses.contrib.codiemb_ir(q, pos, neg[:, :, :3])
   with pytest.raises(ValueError, match="'positive_valid'"):
-    losses.codiemb_ir(q, pos, neg, positive_valid=np.ones((B, 2), bool))
+    losses.contrib.codiemb_ir(q, pos, neg, positive_valid=np.ones((B, 2), bool))
   with pytest.raises(ValueError, match="'temperature'"):
-    losses.codiemb_ir(q, pos, neg, temperature=0.0)
+    losses.contrib.codiemb_ir(q, pos, neg, temperature=0.0)
   with pytest.raises(TypeError, match="'query'"):
-    losses.codiemb_ir(q.astype(np.int32), pos, neg)
+    losses.contrib.codiemb_ir(q.astype(np.int32), pos, neg)
   with pytest.raises(ValueError, match="'scores'"):
-    losses.codiemb_sts(q, q, np.ones(3, np.float32))
+    losses.contrib.codiemb_sts(q, q, np.ones(3, np.float32))
   with pytest.raises(TypeError, match="'scores'"):
-    losses.codiemb_sts(q, q, np.ones(B, np.int32))
+    losses.contrib.codiemb_sts(q, q, np.ones(B, np.int32))
   with pytest.raises(ValueError, match="'b'"):
-    losses.codiemb_sts(q, q[:4], np.ones(B, np.float32))
+    losses.contrib.codiemb_sts(q, q[:4], np.ones(B, np.float32))

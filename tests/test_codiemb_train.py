@@ -59,7 +59,7 @@ def ref_info_nce(z, task, scores, t=0.02, thr=0.75):
 def test_joint_matches_loop_reference_value_and_gradient(form):
   z, task, scores = _inputs(0)
   want_fn = ref_joint if form == "codiemb" else ref_info_nce
-  f = lambda z: losses.codiemb_joint(z, task, scores, positives=NP, form=form)
+  f = lambda z: losses.contrib.codiemb_joint(z, task, scores, positives=NP, form=form)
   g = np.random.default_rng(1).uniform(0.5, 1.5, B)
   value, got = jax.jit(lambda z: (f(z), jax.grad(lambda z: jnp.sum(g * f(z)))(z)))(z)
   np.testing.assert_allclose(value, want_fn(z, task, scores), rtol=5e-5, atol=5e-5)
@@ -75,7 +75,7 @@ def test_sharded_equals_single_device():
   w = np.random.default_rng(4).uniform(0.5, 1.5, B).astype(np.float32)
 
   def loss(z, task, scores, w, ax=None):
-    return tuple(jnp.sum(w * losses.codiemb_joint(z, task, scores, positives=NP, form=f,
+    return tuple(jnp.sum(w * losses.contrib.codiemb_joint(z, task, scores, positives=NP, form=f,
                                                   axis_name=ax)) for f in ("codiemb", "info_nce"))
 
   body = lambda *a: jax.tree.map(lambda x: jax.lax.psum(x, "data"), loss(*a, ax="data"))
@@ -90,13 +90,13 @@ def test_sharded_equals_single_device():
 def test_labels_round_trip_and_adapter():
   from jaxcl.train.objectives import make_objective
   z, task, scores = _inputs(5)
-  y = losses.codiemb_labels(task, scores, S)
+  y = losses.contrib.codiemb_labels(task, scores, S)
   assert y.dtype == np.int32 and np.all((y < 0) == (task == 1))
   obj = make_objective("codiemb_joint", {"positives": NP, "form": "codiemb"}, num_views=M)
-  y1 = losses.codiemb_labels([1, 1], [[0.0], [1.0]], 1)
+  y1 = losses.contrib.codiemb_labels([1, 1], [[0.0], [1.0]], 1)
   (t2, s2), (_, s1), got, want = jax.jit(lambda z, y, y1: (
-      losses.codiemb_unpack_labels(y, S), losses.codiemb_unpack_labels(y1, 1),
-      obj(z, y, None, None), losses.codiemb_joint(z, task, scores, positives=NP)))(z, y, y1)
+      losses.contrib.codiemb_unpack_labels(y, S), losses.contrib.codiemb_unpack_labels(y1, 1),
+      obj(z, y, None, None), losses.contrib.codiemb_joint(z, task, scores, positives=NP)))(z, y, y1)
   np.testing.assert_array_equal(t2, task)
   np.testing.assert_allclose(s2, scores, atol=0.5 / (2 ** 15 - 1))
   np.testing.assert_array_equal(s1, [[0.0], [1.0]])
@@ -104,20 +104,20 @@ def test_labels_round_trip_and_adapter():
   with pytest.raises(ValueError, match="even number"):
     make_objective("codiemb_joint", {}, num_views=3)
   with pytest.raises(ValueError, match="'scores'"):
-    losses.codiemb_labels([1], [[1.5, 0.0]], 2)
+    losses.contrib.codiemb_labels([1], [[1.5, 0.0]], 2)
   with pytest.raises(ValueError, match="'task'"):
-    losses.codiemb_labels([2], [[0.5, 0.0]], 2)
+    losses.contrib.codiemb_labels([2], [[0.5, 0.0]], 2)
 
 
 def test_bf16_extreme_and_bad_inputs():
   z, task, scores = _inputs(6)
   def extreme(z):
     big = jnp.asarray(z * 1e4, jnp.bfloat16)
-    out = [losses.codiemb_joint(big, task, scores, positives=NP, form=f, temperature=1e-4)
+    out = [losses.contrib.codiemb_joint(big, task, scores, positives=NP, form=f, temperature=1e-4)
            for f in ("codiemb", "info_nce")]
-    one_task = [jax.grad(lambda z: jnp.sum(losses.codiemb_joint(  # single-task batches
+    one_task = [jax.grad(lambda z: jnp.sum(losses.contrib.codiemb_joint(  # single-task batches
         z, jnp.full(B, t), scores, positives=NP)))(z) for t in (0, 1)]
-    return out + one_task + [losses.codiemb_joint(z, task, scores, positives=NP,
+    return out + one_task + [losses.contrib.codiemb_joint(z, task, scores, positives=NP,
                                                   valid=jnp.zeros(B, bool))]
   *got, none_valid = jax.jit(extreme)(z)
   assert all(g.dtype == jnp.float32 and np.all(np.isfinite(g)) for g in got)
@@ -126,15 +126,15 @@ def test_bf16_extreme_and_bad_inputs():
                    ({"temperature": 0.0}, "'temperature'"),
                    ({"sts_temperature": -1.0}, "'sts_temperature'")):
     with pytest.raises(ValueError, match=name):
-      losses.codiemb_joint(z, task, scores, **{"positives": NP, **kw})
+      losses.contrib.codiemb_joint(z, task, scores, **{"positives": NP, **kw})
   with pytest.raises(ValueError, match="even number"):
-    losses.codiemb_joint(z[:, :3], task, scores)
+    losses.contrib.codiemb_joint(z[:, :3], task, scores)
   with pytest.raises(ValueError, match="'task'"):
-    losses.codiemb_joint(z, task[:3], scores)
+    losses.contrib.codiemb_joint(z, task[:3], scores)
   with pytest.raises(ValueError, match="'scores'"):
-    losses.codiemb_joint(z, task, scores[:, :1])
+    losses.contrib.codiemb_joint(z, task, scores[:, :1])
   with pytest.raises(TypeError, match="'z'"):
-    losses.codiemb_joint(z.astype(np.int32), task, scores)
+    losses.contrib.codiemb_joint(z.astype(np.int32), task, scores)
 
 
 def test_fusion_matches_numpy_loops():

@@ -1,6 +1,6 @@
 """SimCTG recipe + generation metrics (contrastive-search study).
 
-* ``losses.simctg_loss`` under ``axis_name``: value and gradient of the batch loss on 8 virtual
+* ``losses.contrib.simctg_loss`` under ``axis_name``: value and gradient of the batch loss on 8 virtual
   devices == one device (padding differs per device, so a mean of device means would not);
 * the recipe's sharded LM loss (MLE token mean + weight * SimCTG) == the single-device loss and
   gradient, and the MLE term == a NumPy log-softmax loop;
@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import ConfigDict
 
 from jaxcl.eval import generation
-from jaxcl.losses import simctg_loss
+from jaxcl.losses.contrib import simctg_loss
 from jaxcl.recipes import simctg
 
 AX = "data"

@@ -1,4 +1,4 @@
-"""Core-tuning (jaxcl.losses.core_tuning, arXiv 2102.06605): the hard-pair mining and mixtures
+"""Core-tuning (jaxcl.losses.contrib.core_tuning, arXiv 2102.06605): the hard-pair mining and mixtures
 against loops written here (intended math and the reference code's arg-min / arg-max quirks),
 the loss against a float64 loop reference (value, and gradient by finite differences, for the
 intended math, the reference code's quirks and the SupCon form), the CE / SupCon reductions,
@@ -32,7 +32,7 @@ def _data(seed, *shape):
 FEAT = np.maximum(_data(1, N, D), 0.0) + 0.05          # post-ReLU features: cosines >= 0
 W_CLS = _data(2, C, D) / 2
 HEAD = {k: np.asarray(v) for k, v in
-        losses.init_contrast_head(jax.random.key(3), D, hidden=H, out=OUT).items()}
+        losses.contrib.init_contrast_head(jax.random.key(3), D, hidden=H, out=OUT).items()}
 
 
 # ------------------------------------------------------------------ loops written here
@@ -139,7 +139,7 @@ def ref_core_tuning(f_orig, f_mix, y, w_cls, head, mix, ok, *, eta, temperature,
 @functools.lru_cache(maxsize=None)
 def _pairs():
   """``core_tuning_pairs`` of FEAT in both modes (one compile, shared by the tests)."""
-  both = jax.jit(lambda f: [losses.core_tuning_pairs(f, LABELS, rng=RNG, valid=VALID,
+  both = jax.jit(lambda f: [losses.contrib.core_tuning_pairs(f, LABELS, rng=RNG, valid=VALID,
                                                      reproduce_code=code) for code in (0, 1)])
   return [tuple(np.asarray(t) for t in out) for out in both(FEAT)]
 
@@ -184,7 +184,7 @@ def test_value_and_gradient_match_the_loop_reference(case):
   code, mixup = kw["reproduce_code"], kw["mixup"]
 
   def loss(f, w, head):
-    per = losses.core_tuning(f, LABELS, w, lambda x: losses.contrast_head(head, x), rng=RNG,
+    per = losses.contrib.core_tuning(f, LABELS, w, lambda x: losses.contrib.contrast_head(head, x), rng=RNG,
                              valid=VALID, **kw)
     return jnp.mean(per), per
 
@@ -224,11 +224,11 @@ def test_reductions_ce_supcon_and_detached_originals():
 
   @jax.jit
   def run(f, w):
-    ce_only = losses.core_tuning(f, y, w, eta=0.0, mixup=False)
-    both = losses.core_tuning(f, y, w, eta=1.0, mixup=False, focal=False, temperature=0.2)
-    grad_code = jax.grad(lambda f: jnp.sum(losses.core_tuning(
+    ce_only = losses.contrib.core_tuning(f, y, w, eta=0.0, mixup=False)
+    both = losses.contrib.core_tuning(f, y, w, eta=1.0, mixup=False, focal=False, temperature=0.2)
+    grad_code = jax.grad(lambda f: jnp.sum(losses.contrib.core_tuning(
         f, y, w, mixup=False, reproduce_code=True)))(f)
-    return (ce_only, both, losses.softmax_cross_entropy(f @ w.T, y),
+    return (ce_only, both, losses.contrib.softmax_cross_entropy(f @ w.T, y),
             losses.supcon(f[:, None], y, temperature=0.2), grad_code)
 
   ce_only, both, ce, sup, grad_code = (np.asarray(t) for t in run(f, w))
@@ -253,8 +253,8 @@ def test_sharded_equals_single_device():
   def fn(axis_name):
     def f(params, x, y, valid):
       proj, w, head = params
-      return losses.core_tuning(jax.nn.relu(x @ proj), y, w,
-                                lambda h: losses.contrast_head(head, h), rng=RNG, eta=0.7,
+      return losses.contrib.core_tuning(jax.nn.relu(x @ proj), y, w,
+                                lambda h: losses.contrib.contrast_head(head, h), rng=RNG, eta=0.7,
                                 temperature=0.2, valid=valid, axis_name=axis_name)
     return f
 
@@ -284,8 +284,8 @@ def test_sharded_equals_single_device():
 
 
 def test_bf16_and_extreme_inputs():
-  head = lambda x: losses.contrast_head(HEAD, x)
-  fn = lambda f, t=0.07: jnp.sum(losses.core_tuning(f, LABELS, W_CLS, head, rng=RNG,
+  head = lambda x: losses.contrib.contrast_head(HEAD, x)
+  fn = lambda f, t=0.07: jnp.sum(losses.contrib.core_tuning(f, LABELS, W_CLS, head, rng=RNG,
                                                     temperature=t))
 
   @jax.jit
@@ -306,26 +306,26 @@ def test_bf16_and_extreme_inputs():
 def test_bad_inputs_name_the_argument():
   f = FEAT
   cases = [
-      (lambda: losses.core_tuning(f[None], LABELS, W_CLS, rng=RNG),
+      (lambda: losses.contrib.core_tuning(f[None], LABELS, W_CLS, rng=RNG),
        r"core_tuning: 'features' must have rank 2"),
-      (lambda: losses.core_tuning(f.astype(np.int32), LABELS, W_CLS, rng=RNG),
+      (lambda: losses.contrib.core_tuning(f.astype(np.int32), LABELS, W_CLS, rng=RNG),
        r"'features' must be a floating-point array"),
-      (lambda: losses.core_tuning(f, LABELS[:3], W_CLS, rng=RNG), r"'labels' must have shape"),
-      (lambda: losses.core_tuning(f, LABELS, W_CLS[:, :2], rng=RNG),
+      (lambda: losses.contrib.core_tuning(f, LABELS[:3], W_CLS, rng=RNG), r"'labels' must have shape"),
+      (lambda: losses.contrib.core_tuning(f, LABELS, W_CLS[:, :2], rng=RNG),
        r"'classifier' must have shape \[num_classes, 5\]"),
-      (lambda: losses.core_tuning(f, LABELS, W_CLS[:1], rng=RNG), r"'classifier' needs at least 2"),
-      (lambda: losses.core_tuning(f, LABELS + 4, W_CLS, rng=RNG), r"'labels' must be in \[0, 4\)"),
-      (lambda: losses.core_tuning(f, LABELS, W_CLS), r"mixup=True .* needs an explicit 'rng'"),
-      (lambda: losses.core_tuning(f, LABELS, W_CLS, head=3, rng=RNG), r"'head' must be a callable"),
-      (lambda: losses.core_tuning(f, LABELS, W_CLS, rng=RNG, temperature=0.0),
+      (lambda: losses.contrib.core_tuning(f, LABELS, W_CLS[:1], rng=RNG), r"'classifier' needs at least 2"),
+      (lambda: losses.contrib.core_tuning(f, LABELS + 4, W_CLS, rng=RNG), r"'labels' must be in \[0, 4\)"),
+      (lambda: losses.contrib.core_tuning(f, LABELS, W_CLS), r"mixup=True .* needs an explicit 'rng'"),
+      (lambda: losses.contrib.core_tuning(f, LABELS, W_CLS, head=3, rng=RNG), r"'head' must be a callable"),
+      (lambda: losses.contrib.core_tuning(f, LABELS, W_CLS, rng=RNG, temperature=0.0),
        r"'temperature' must be > 0"),
-      (lambda: losses.core_tuning(f, LABELS, W_CLS, rng=RNG, eta=-1.0), r"'eta' must be >= 0"),
-      (lambda: losses.core_tuning(f, LABELS, W_CLS, rng=RNG, valid=VALID[:2]),
+      (lambda: losses.contrib.core_tuning(f, LABELS, W_CLS, rng=RNG, eta=-1.0), r"'eta' must be >= 0"),
+      (lambda: losses.contrib.core_tuning(f, LABELS, W_CLS, rng=RNG, valid=VALID[:2]),
        r"'valid' must have shape"),
-      (lambda: losses.core_tuning_pairs(f, LABELS, rng=RNG, lam_min=1.5),
+      (lambda: losses.contrib.core_tuning_pairs(f, LABELS, rng=RNG, lam_min=1.5),
        r"core_tuning_pairs: 'lam_min' must be in \[0.0, 1.0\]"),
-      (lambda: losses.core_tuning_pairs(f, LABELS, rng=RNG, alpha=0.0), r"'alpha' must be > 0"),
-      (lambda: losses.core_tuning_pairs(f, LABELS, rng=None), r"need an explicit 'rng' key"),
+      (lambda: losses.contrib.core_tuning_pairs(f, LABELS, rng=RNG, alpha=0.0), r"'alpha' must be > 0"),
+      (lambda: losses.contrib.core_tuning_pairs(f, LABELS, rng=None), r"need an explicit 'rng' key"),
   ]
   for call, match in cases:
     with pytest.raises((ValueError, TypeError), match=match):

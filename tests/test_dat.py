@@ -1,4 +1,4 @@
-"""DAT (jaxcl.losses.dat_loss, jaxcl.pgd, the ``dat_loss`` objective; arXiv 2510.13872):
+"""DAT (jaxcl.losses.contrib.dat_loss, jaxcl.pgd, the ``dat_loss`` objective; arXiv 2510.13872):
 float64 loop references for the loss (value and gradient) and for the PGD steps (normalised
 gradient, eps-ball and box projection), the samples' stop-gradient, OOD starts, the AUC, the
 T curriculum, 8 devices = 1 device for the whole objective (value, gradient, new state), bf16
@@ -57,8 +57,8 @@ def test_loss_value_and_gradient_match_the_loop_reference(kw):
   inputs = [_data(0, B, C, scale=2.0), _data(1, B, C, scale=2.0), _data(2, B, C, scale=2.0)]
   if not ebm:
     inputs = inputs[2:]
-  lib = (lambda r, f, a: losses.dat_loss(r, f, a, LABELS, **kw)) if ebm else (
-      lambda a: losses.dat_loss(None, None, a, LABELS, **kw))
+  lib = (lambda r, f, a: losses.contrib.dat_loss(r, f, a, LABELS, **kw)) if ebm else (
+      lambda a: losses.contrib.dat_loss(None, None, a, LABELS, **kw))
   ref = (lambda r, f, a: ref_dat(r, f, a, LABELS, **kw)) if ebm else (
       lambda a: ref_dat(None, None, a, LABELS, **kw))
   want = ref(*inputs)
@@ -85,7 +85,7 @@ def test_loss_value_and_gradient_match_the_loop_reference(kw):
 
 def test_bf16_and_extreme_logits():
   r, f, a = _data(4, B, C), _data(5, B, C), _data(6, B, C)
-  fn = lambda r, f, a: losses.dat_loss(r, f, a, LABELS)
+  fn = lambda r, f, a: losses.contrib.dat_loss(r, f, a, LABELS)
   grad = jax.grad(lambda *x: jnp.sum(fn(*x)), argnums=(0, 1, 2))
   ref, low, big, g_big = jax.jit(lambda r, f, a: (
       fn(r, f, a), fn(*(t.astype(jnp.bfloat16) for t in (r, f, a))), fn(1e4 * r, 1e4 * f,
@@ -287,14 +287,14 @@ def test_bad_inputs_name_the_argument():
   r = _data(13, B, C)
   f = lambda x: x @ np.ones((DIN, C), np.float32)
   cases = [
-      (lambda: losses.dat_loss(r, r, r[:, 0], LABELS), r"dat_loss: 'adv_logits' must have rank 2"),
-      (lambda: losses.dat_loss(r, None, r, LABELS), r"'real_logits' and 'sample_logits' must both"),
-      (lambda: losses.dat_loss(r[:3], r, r, LABELS), r"'real_logits' and 'adv_logits' must have "
+      (lambda: losses.contrib.dat_loss(r, r, r[:, 0], LABELS), r"dat_loss: 'adv_logits' must have rank 2"),
+      (lambda: losses.contrib.dat_loss(r, None, r, LABELS), r"'real_logits' and 'sample_logits' must both"),
+      (lambda: losses.contrib.dat_loss(r[:3], r, r, LABELS), r"'real_logits' and 'adv_logits' must have "
                                                      r"the same shape"),
-      (lambda: losses.dat_loss(r, r.astype(np.int32), r, LABELS),
+      (lambda: losses.contrib.dat_loss(r, r.astype(np.int32), r, LABELS),
        r"'sample_logits' must be a floating-point array"),
-      (lambda: losses.dat_loss(r, r, r, LABELS[:2]), r"'labels' must have shape \(6,\)"),
-      (lambda: losses.dat_loss(r, r, r, LABELS, bce_weight=-1.0), r"'bce_weight' must be >= 0"),
+      (lambda: losses.contrib.dat_loss(r, r, r, LABELS[:2]), r"'labels' must have shape \(6,\)"),
+      (lambda: losses.contrib.dat_loss(r, r, r, LABELS, bce_weight=-1.0), r"'bce_weight' must be >= 0"),
       (lambda: pgd.attack_ce(f, X, LABELS, steps=-1, step_size=0.1, eps=1.0),
        r"attack_ce|l2_pgd: 'steps' must be >= 0"),
       (lambda: pgd.attack_ce(f, X, LABELS, steps=1, step_size=0.1, eps=0.0),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxcl import decoding
-from jaxcl.losses import simctg_loss
+from jaxcl.losses.contrib import simctg_loss
 from jaxcl.models.lm import CausalLM
 
 V, L, P, N = 13, 12, 3, 6

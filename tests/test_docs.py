@@ -2,7 +2,8 @@
 
 Strict mode turns every warning into an error: broken links between pages, docstrings the API
 reference cannot parse, references that do not resolve. The API page of ``jaxcl.losses`` must
-document every name in ``jaxcl.losses.__all__``.
+document every name in ``jaxcl.losses.__all__`` (and the contrib page every name of
+``jaxcl.losses.contrib.__all__``).
 """
 import os
 import re
@@ -57,13 +58,16 @@ def test_mkdocs_build_strict(tmp_path):
     html = site / ("index.html" if stem == "index" else os.path.join(stem, "index.html"))
     assert html.is_file(), f"{page} was not rendered ({html})"
 
+  import jaxcl.losses
+  for page, space in (("losses", jaxcl.losses), ("contrib", jaxcl.losses.contrib)):
+    html = (site / "api" / page / "index.html").read_text()
+    prefix = space.__name__
+    ids = set(re.findall(r'id="(' + re.escape(prefix) + r'\.[\w.]+)"', html))
+    undocumented = [n for n in space.__all__ if n != "contrib" and f"{prefix}.{n}" not in ids
+                    and not any(i.endswith(f".{n}.{n}") for i in ids)]
+    assert not undocumented, (
+        f"{prefix}.__all__ names missing from docs/api/{page}.md's page: {undocumented} (a "
+        "function named like its own submodule needs its own '::: jaxcl.losses.<mod>.<name>')")
   api = (site / "api" / "losses" / "index.html").read_text()
   for name in ("info_nce", "clip_loss"):
     assert f'id="jaxcl.losses.{name}"' in api, f"{name} missing from the jaxcl.losses API page"
-  import jaxcl.losses
-  ids = set(re.findall(r'id="(jaxcl\.losses\.[\w.]+)"', api))
-  undocumented = [n for n in jaxcl.losses.__all__
-                  if f"jaxcl.losses.{n}" not in ids and f"jaxcl.losses.{n}.{n}" not in ids]
-  assert not undocumented, (
-      f"jaxcl.losses.__all__ names missing from docs/api/losses.md's page: {undocumented} (a "
-      "function named like its own submodule needs its own '::: jaxcl.losses.<mod>.<name>')")

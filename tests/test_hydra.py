@@ -1,4 +1,4 @@
-"""Hydra / SimLAP (jaxcl.losses.hydra, arXiv 2410.18200): a float64 loop reference written here,
+"""Hydra / SimLAP (jaxcl.losses.contrib.hydra, arXiv 2410.18200): a float64 loop reference written here,
 gradients by finite differences, partner draws, the identical-mode reductions, 8 devices = 1
 device (value and gradient, partners and gate drawn inside ``shard_map``), bf16 and extreme
 inputs, argument errors, the trainer adapter for 3 steps, and the cheap digit views
@@ -96,7 +96,7 @@ def test_values_and_gradients_match_the_loop_reference(case):
   f[:, 1:] += f[:, :1]                                 # correlated views
   if not kw.get("normalize", True):
     f *= 0.4
-  want = _check(lambda f, g: losses.hydra(f, LABELS, PARTNERS, g, **kw),
+  want = _check(lambda f, g: losses.contrib.hydra(f, LABELS, PARTNERS, g, **kw),
                 lambda f, g: ref_hydra(f, LABELS, PARTNERS, g, **kw), [f, _gates()])
   if "valid" in kw:
     assert want[4] == 0 and np.all(want[VALID] != 0)
@@ -104,7 +104,7 @@ def test_values_and_gradients_match_the_loop_reference(case):
 
 def test_traced_temperature_gets_its_gradient():
   f, g, t0, eps = _data(1, B, 2, D), _gates(), 0.2, 1e-6
-  lib = lambda t: jnp.sum(losses.hydra(f, LABELS, PARTNERS, g, temperature=t))
+  lib = lambda t: jnp.sum(losses.contrib.hydra(f, LABELS, PARTNERS, g, temperature=t))
   value, got = jax.jit(jax.value_and_grad(lib))(jnp.float32(t0))
   ref = lambda t: float(np.sum(ref_hydra(f, LABELS, PARTNERS, g, t)))
   np.testing.assert_allclose(value, ref(t0), rtol=1e-5)
@@ -113,8 +113,8 @@ def test_traced_temperature_gets_its_gradient():
 
 def test_list_of_views_equals_stacked_array():
   f = _data(2, B, 2, D)
-  a, b = jax.jit(lambda f, g: (losses.hydra([f[:, 0], f[:, 1]], LABELS, PARTNERS, g),
-                               losses.hydra(f, LABELS, PARTNERS, g)))(f, _gates())
+  a, b = jax.jit(lambda f, g: (losses.contrib.hydra([f[:, 0], f[:, 1]], LABELS, PARTNERS, g),
+                               losses.contrib.hydra(f, LABELS, PARTNERS, g)))(f, _gates())
   np.testing.assert_array_equal(a, b)
 
 
@@ -128,7 +128,7 @@ def test_identical_with_unique_labels_is_info_nce_and_clip():
   f[:, 1] += f[:, 0]
   y = np.arange(8, dtype=np.int32)
   one_way, both, nce, clip = jax.jit(lambda f: (
-      losses.hydra(f, y, y, temperature=0.2), losses.hydra(f, y, y, temperature=0.2,
+      losses.contrib.hydra(f, y, y, temperature=0.2), losses.contrib.hydra(f, y, y, temperature=0.2,
                                                            symmetric=True),
       losses.info_nce(f[:, 0], f[:, 1], temperature=0.2),
       losses.clip_loss(f[:, 0], f[:, 1], temperature=0.2)))(f)
@@ -142,7 +142,7 @@ def test_identical_repeated_labels_decouples_the_other_positives():
   # of a two-key InfoNCE (positive vs the other-class keys), i.e. adding a same-class key
   # anywhere changes only the number of terms, never another positive's denominator.
   f, y = _data(4, B, 2, D), LABELS
-  got = np.asarray(jax.jit(lambda f: losses.hydra(f, y, y, temperature=0.5))(f))
+  got = np.asarray(jax.jit(lambda f: losses.contrib.hydra(f, y, y, temperature=0.5))(f))
   u = f / np.linalg.norm(f, axis=-1, keepdims=True)
   want, total = np.zeros(B), 0
   for i in range(B):
@@ -158,8 +158,8 @@ def test_identical_repeated_labels_decouples_the_other_positives():
 def test_constant_gate_is_a_temperature():
   f = _data(5, B, 2, D)
   got, want = jax.jit(lambda f: (
-      losses.hydra(f, LABELS, PARTNERS, jnp.full((B, D), 0.5), temperature=0.1),
-      losses.hydra(f, LABELS, PARTNERS, temperature=0.4)))(f)
+      losses.contrib.hydra(f, LABELS, PARTNERS, jnp.full((B, D), 0.5), temperature=0.1),
+      losses.contrib.hydra(f, LABELS, PARTNERS, temperature=0.4)))(f)
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
@@ -167,7 +167,7 @@ def test_own_class_is_neither_positive_nor_negative():
   # Anchor 0 (class 0, partner 1): moving the view-1 keys of class 0 (its own other view
   # included) leaves its loss unchanged; moving a negative (class 2) or a positive changes it.
   f = _data(6, B, 2, D)
-  jitted = jax.jit(lambda f: losses.hydra(f, LABELS, PARTNERS, _gates())[0])
+  jitted = jax.jit(lambda f: losses.contrib.hydra(f, LABELS, PARTNERS, _gates())[0])
   loss0 = lambda f: float(jitted(f))
   base = loss0(f)
   own = f.copy()
@@ -186,8 +186,8 @@ def test_no_positive_and_no_negative_edge_cases():
   # Only classes 0 and 1 with partners swapped: every key is y1 or y2, so no negatives and
   # every term is log exp l_ap - l_ap = 0.
   (out, grad), swapped = jax.jit(lambda f: (
-      jax.value_and_grad(lambda f: jnp.sum(losses.hydra(f, y, jnp.full(4, 3))))(f),
-      losses.hydra(f, y, 1 - y)))(f)
+      jax.value_and_grad(lambda f: jnp.sum(losses.contrib.hydra(f, y, jnp.full(4, 3))))(f),
+      losses.contrib.hydra(f, y, 1 - y)))(f)
   assert float(out) == 0.0 and np.all(np.asarray(grad) == 0)
   np.testing.assert_allclose(swapped, 0.0, atol=1e-6)
 
@@ -200,9 +200,9 @@ def test_partner_modes():
   valid = np.ones(8, bool)
   valid[7] = False                                     # padding: never drawn, keeps its own
   same, d, draws = jax.jit(lambda y: (
-      losses.hydra_partners(y, "identical"),
-      losses.hydra_partners(y % 4, "distinct", rng=jax.random.key(0), num_classes=4),
-      jax.vmap(lambda k: losses.hydra_partners(y, "arbitrary", rng=k, valid=valid))(
+      losses.contrib.hydra_partners(y, "identical"),
+      losses.contrib.hydra_partners(y % 4, "distinct", rng=jax.random.key(0), num_classes=4),
+      jax.vmap(lambda k: losses.contrib.hydra_partners(y, "arbitrary", rng=k, valid=valid))(
           jax.random.split(jax.random.key(1), 5))))(y)
   np.testing.assert_array_equal(same, y)
   d, draws = np.asarray(d), np.asarray(draws)
@@ -221,7 +221,7 @@ SVALID[[2, 11]] = False
 SX = _data(10, NB, 2, DIN)
 SX[:, 1] += SX[:, 0]
 SW = _data(11, DIN, DOUT)
-GATE = losses.init_hydra_gates(jax.random.key(3), C, DOUT, embed_dim=4, hidden=8)
+GATE = losses.contrib.init_hydra_gates(jax.random.key(3), C, DOUT, embed_dim=4, hidden=8)
 RNG = jax.random.key(12)
 
 SHARDED = {
@@ -236,9 +236,9 @@ def _sharded_fn(kw, axis_name):
 
   def fn(params, x, y, valid):
     w, gate = params
-    y2 = losses.hydra_partners(y, mode, rng=RNG, num_classes=C, valid=valid, axis_name=axis_name)
-    g = losses.hydra_gates(gate, y, y2)
-    return losses.hydra(x @ w, y, y2, g, temperature=0.2, valid=valid, axis_name=axis_name,
+    y2 = losses.contrib.hydra_partners(y, mode, rng=RNG, num_classes=C, valid=valid, axis_name=axis_name)
+    g = losses.contrib.hydra_gates(gate, y, y2)
+    return losses.contrib.hydra(x @ w, y, y2, g, temperature=0.2, valid=valid, axis_name=axis_name,
                         block_size=4, **kw)
   return fn
 
@@ -271,7 +271,7 @@ def test_sharded_equals_single_device(case):
 
 def test_blockwise_equals_dense():
   f, g = _data(13, B, 2, D), _gates()
-  vg = lambda impl: jax.value_and_grad(lambda f: jnp.sum(losses.hydra(
+  vg = lambda impl: jax.value_and_grad(lambda f: jnp.sum(losses.contrib.hydra(
       f, LABELS, PARTNERS, g, impl=impl, block_size=4)))(f)
   dense, tiled = jax.jit(lambda f: (vg("dense"), vg("blockwise")))(f)
   np.testing.assert_allclose(tiled[0], dense[0], rtol=1e-5)
@@ -285,7 +285,7 @@ def test_blockwise_equals_dense():
 def test_bf16_and_extreme_inputs(variant):
   f, g = _data(14, B, 2, D), _gates()
   f[:, 1] += f[:, 0]
-  fn = lambda f, g, t=0.1: losses.hydra(f, LABELS, PARTNERS, g, temperature=t, variant=variant)
+  fn = lambda f, g, t=0.1: losses.contrib.hydra(f, LABELS, PARTNERS, g, temperature=t, variant=variant)
   grad = jax.grad(lambda f, g, t=0.1: jnp.sum(fn(f, g, t)), argnums=(0, 1))
 
   @jax.jit
@@ -310,24 +310,24 @@ def test_bf16_and_extreme_inputs(variant):
 def test_bad_inputs_name_the_argument():
   f, g = _data(15, B, 2, D), _gates()
   cases = [
-      (lambda: losses.hydra(f[:, 0], LABELS, PARTNERS), r"hydra: 'features' must have rank 3"),
-      (lambda: losses.hydra(f[:, :1], LABELS, PARTNERS), r"'features' must have at least 2 views"),
-      (lambda: losses.hydra([f[:, 0], f[:3, 1]], LABELS, PARTNERS),
+      (lambda: losses.contrib.hydra(f[:, 0], LABELS, PARTNERS), r"hydra: 'features' must have rank 3"),
+      (lambda: losses.contrib.hydra(f[:, :1], LABELS, PARTNERS), r"'features' must have at least 2 views"),
+      (lambda: losses.contrib.hydra([f[:, 0], f[:3, 1]], LABELS, PARTNERS),
        r"'features\[0\]' and 'features\[1\]' must have the same batch size"),
-      (lambda: losses.hydra(f.astype(np.int32), LABELS, PARTNERS),
+      (lambda: losses.contrib.hydra(f.astype(np.int32), LABELS, PARTNERS),
        r"'features' must be a floating-point array"),
-      (lambda: losses.hydra(f, LABELS[:3], PARTNERS), r"'labels' must have shape \(6,\)"),
-      (lambda: losses.hydra(f, LABELS, PARTNERS.astype(np.float32)),
+      (lambda: losses.contrib.hydra(f, LABELS[:3], PARTNERS), r"'labels' must have shape \(6,\)"),
+      (lambda: losses.contrib.hydra(f, LABELS, PARTNERS.astype(np.float32)),
        r"'partner_labels' must be integers"),
-      (lambda: losses.hydra(f, LABELS, PARTNERS, g[:, :3]), r"'gates' must have shape \(6, 5\)"),
-      (lambda: losses.hydra(f, LABELS, PARTNERS, temperature=0.0), r"'temperature' must be > 0"),
-      (lambda: losses.hydra(f, LABELS, PARTNERS, variant="cosine"), r"'variant' must be one of"),
-      (lambda: losses.hydra(f, LABELS, PARTNERS, valid=VALID[:2]), r"'valid' must have shape"),
-      (lambda: losses.hydra_partners(LABELS, "random"), r"hydra_partners: 'mode' must be one of"),
-      (lambda: losses.hydra_partners(LABELS, "arbitrary"), r"needs an explicit 'rng' key"),
-      (lambda: losses.hydra_partners(LABELS, "distinct", rng=jax.random.key(0)),
+      (lambda: losses.contrib.hydra(f, LABELS, PARTNERS, g[:, :3]), r"'gates' must have shape \(6, 5\)"),
+      (lambda: losses.contrib.hydra(f, LABELS, PARTNERS, temperature=0.0), r"'temperature' must be > 0"),
+      (lambda: losses.contrib.hydra(f, LABELS, PARTNERS, variant="cosine"), r"'variant' must be one of"),
+      (lambda: losses.contrib.hydra(f, LABELS, PARTNERS, valid=VALID[:2]), r"'valid' must have shape"),
+      (lambda: losses.contrib.hydra_partners(LABELS, "random"), r"hydra_partners: 'mode' must be one of"),
+      (lambda: losses.contrib.hydra_partners(LABELS, "arbitrary"), r"needs an explicit 'rng' key"),
+      (lambda: losses.contrib.hydra_partners(LABELS, "distinct", rng=jax.random.key(0)),
        r"mode 'distinct' needs 'num_classes' >= 2"),
-      (lambda: losses.hydra_gates(GATE, LABELS, PARTNERS[:2]), r"'partner_labels' must have shape"),
+      (lambda: losses.contrib.hydra_gates(GATE, LABELS, PARTNERS[:2]), r"'partner_labels' must have shape"),
   ]
   for call, match in cases:
     with pytest.raises((ValueError, TypeError), match=match):

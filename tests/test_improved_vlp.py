@@ -80,7 +80,7 @@ def test_smoothed_info_nce_matches_the_loop_reference(case):
   q, k = _data(0, B, D), _data(1, B, D)
   k += q
   ref_kw = dict(valid=kw.get("valid"), normalize=kw.get("normalize", True))
-  want = _check(lambda q, k: losses.smoothed_info_nce(q, k, **kw),
+  want = _check(lambda q, k: losses.contrib.smoothed_info_nce(q, k, **kw),
                 lambda q, k: ref_smoothed(q, k, kw["temperature"], kw["label_smoothing"],
                                           **ref_kw), [q, k])
   if "valid" in kw:
@@ -106,7 +106,7 @@ def test_cl2l_matches_the_loop_reference(case):
   ref = lambda u, v, hi, ht: ref_cl2l(
       u, v, hi, ht, kw["temperature"], kw["local_temperature"], kw["label_smoothing"],
       kw.get("reduction", "sum"), kw.get("valid"), kw.get("normalize", True))
-  want = _check(lambda u, v, hi, ht: losses.cl2l_loss(u, v, hi, ht, **kw), ref, [u, v, hi, ht])
+  want = _check(lambda u, v, hi, ht: losses.contrib.cl2l_loss(u, v, hi, ht, **kw), ref, [u, v, hi, ht])
   if "valid" in kw:
     assert want[2] == 0 and np.all(want[VALID] != 0)
 
@@ -114,7 +114,7 @@ def test_cl2l_matches_the_loop_reference(case):
 def test_traced_temperatures_and_smoothing_get_their_gradients():
   u, v, hi, ht = _data(6, B, D), _data(7, B, D), _data(8, B, 2, DH), _data(9, B, 2, DH)
   x0, e = np.array([0.1, 0.2, 0.15]), 1e-6
-  lib = lambda x: jnp.sum(losses.cl2l_loss(u, v, hi, ht, temperature=x[0],
+  lib = lambda x: jnp.sum(losses.contrib.cl2l_loss(u, v, hi, ht, temperature=x[0],
                                            local_temperature=x[1], label_smoothing=x[2]))
   value, got = jax.jit(jax.value_and_grad(lib))(jnp.asarray(x0, jnp.float32))
   ref = lambda x: float(np.sum(ref_cl2l(u, v, hi, ht, *x)))
@@ -125,13 +125,13 @@ def test_traced_temperatures_and_smoothing_get_their_gradients():
 def test_reductions_to_info_nce_and_clip():
   u, v, hi = _data(10, B, D), _data(11, B, D), _data(12, B, 2, DH)
   got = jax.jit(lambda u, v, hi: (
-      losses.smoothed_info_nce(u, v, temperature=0.2, label_smoothing=0.0),
+      losses.contrib.smoothed_info_nce(u, v, temperature=0.2, label_smoothing=0.0),
       losses.info_nce(u, v, temperature=0.2),
-      losses.cl2l_loss(u, v, temperature=0.2, reduction="avg"),
+      losses.contrib.cl2l_loss(u, v, temperature=0.2, reduction="avg"),
       losses.clip_loss(u, v, temperature=0.2),
       # the same local views for both modalities, no smoothing, T_h = T and u = v = h:
       # every term is the same CLIP loss, so the mixture is that loss.
-      losses.cl2l_loss(hi[:, 0], hi[:, 0], hi, hi, temperature=0.2, local_temperature=0.2,
+      losses.contrib.cl2l_loss(hi[:, 0], hi[:, 0], hi, hi, temperature=0.2, local_temperature=0.2,
                        label_smoothing=0.0, reduction="avg"),
       losses.clip_loss(hi[:, 0], hi[:, 0], temperature=0.2)))(u, v, hi)
   np.testing.assert_allclose(got[0], got[1], rtol=1e-6)
@@ -142,7 +142,7 @@ def test_reductions_to_info_nce_and_clip():
 def test_smoothing_is_the_mean_logit_mixture():
   # CE_eps = (1 - eps) CE + eps * (lse - mean logit): linear in eps.
   q, k = _data(13, B, D), _data(14, B, D)
-  f = jax.jit(lambda e: losses.smoothed_info_nce(q, k, temperature=0.3, label_smoothing=e))
+  f = jax.jit(lambda e: losses.contrib.smoothed_info_nce(q, k, temperature=0.3, label_smoothing=e))
   a, b, c = (np.asarray(f(e), np.float64) for e in (0.0, 0.2, 0.4))
   np.testing.assert_allclose(b, (a + c) / 2, rtol=1e-5, atol=1e-6)
 
@@ -179,10 +179,10 @@ def test_sharded_equals_single_device(case):
     def fn(params, x, valid):
       u, v, hi, ht = _model(params, x, axis_name, None)
       if case == "smoothed_ring":
-        return losses.smoothed_info_nce(hi[:, 0], ht[:, 1], temperature=0.2,
+        return losses.contrib.smoothed_info_nce(hi[:, 0], ht[:, 1], temperature=0.2,
                                         label_smoothing=0.2, valid=valid, axis_name=axis_name,
                                         impl="ring" if axis_name else "blockwise", block_size=4)
-      return losses.cl2l_loss(u, v, hi, ht, temperature=0.1, local_temperature=0.2,
+      return losses.contrib.cl2l_loss(u, v, hi, ht, temperature=0.1, local_temperature=0.2,
                               label_smoothing=0.1, valid=valid, axis_name=axis_name)
     return fn
 
@@ -216,8 +216,8 @@ def test_bf16_and_extreme_inputs():
   u, v, hi, ht = _data(30, B, D), _data(31, B, D), _data(32, B, 2, DH), _data(33, B, 2, DH)
   v += u
   ht += hi
-  cl2l = lambda *a: losses.cl2l_loss(*a, temperature=0.1, local_temperature=0.1)
-  fn = lambda q, k, t=0.1: losses.smoothed_info_nce(q, k, temperature=t, label_smoothing=0.1)
+  cl2l = lambda *a: losses.contrib.cl2l_loss(*a, temperature=0.1, local_temperature=0.1)
+  fn = lambda q, k, t=0.1: losses.contrib.smoothed_info_nce(q, k, temperature=t, label_smoothing=0.1)
   grad = jax.grad(lambda q, k, t=0.1: jnp.sum(fn(q, k, t=t)), argnums=(0, 1))
 
   @jax.jit
@@ -244,26 +244,26 @@ def test_bf16_and_extreme_inputs():
 def test_bad_inputs_name_the_argument():
   u, v, hi, ht = _data(40, B, D), _data(41, B, D), _data(42, B, 2, DH), _data(43, B, 2, DH)
   cases = [
-      (lambda: losses.smoothed_info_nce(u, v[:3]), r"smoothed_info_nce: 'query' and 'key' "
+      (lambda: losses.contrib.smoothed_info_nce(u, v[:3]), r"smoothed_info_nce: 'query' and 'key' "
                                                    r"must have the same batch size"),
-      (lambda: losses.smoothed_info_nce(u, v, label_smoothing=1.0),
+      (lambda: losses.contrib.smoothed_info_nce(u, v, label_smoothing=1.0),
        r"'label_smoothing' must be a float in \[0, 1\)"),
-      (lambda: losses.smoothed_info_nce(u.astype(np.int32), v),
+      (lambda: losses.contrib.smoothed_info_nce(u.astype(np.int32), v),
        r"'query' must be a floating-point array"),
-      (lambda: losses.cl2l_loss(u, v, hi), r"cl2l_loss: pass both 'image_local' and 'text_local'"),
-      (lambda: losses.cl2l_loss(u, v, hi[:, 0], ht), r"'image_local' must have rank 3"),
-      (lambda: losses.cl2l_loss(u, v, hi[:3], ht), r"'image_local' must have the batch size"),
-      (lambda: losses.cl2l_loss(u, v, hi, ht[:, :1]),
+      (lambda: losses.contrib.cl2l_loss(u, v, hi), r"cl2l_loss: pass both 'image_local' and 'text_local'"),
+      (lambda: losses.contrib.cl2l_loss(u, v, hi[:, 0], ht), r"'image_local' must have rank 3"),
+      (lambda: losses.contrib.cl2l_loss(u, v, hi[:3], ht), r"'image_local' must have the batch size"),
+      (lambda: losses.contrib.cl2l_loss(u, v, hi, ht[:, :1]),
        r"'image_local' and 'text_local' must have the same number of views m"),
-      (lambda: losses.cl2l_loss(u, v, hi, ht[..., :2]),
+      (lambda: losses.contrib.cl2l_loss(u, v, hi, ht[..., :2]),
        r"'image_local' and 'text_local' must have the same feature size"),
-      (lambda: losses.cl2l_loss(u, v, hi[:, :0], ht[:, :0]), r"at least 1 view"),
-      (lambda: losses.cl2l_loss(u, v, hi, ht, local_temperature=0.0),
+      (lambda: losses.contrib.cl2l_loss(u, v, hi[:, :0], ht[:, :0]), r"at least 1 view"),
+      (lambda: losses.contrib.cl2l_loss(u, v, hi, ht, local_temperature=0.0),
        r"'local_temperature' must be > 0"),
-      (lambda: losses.cl2l_loss(u, v, temperature=-1.0), r"'temperature' must be > 0"),
-      (lambda: losses.cl2l_loss(u, v, reduction="mean"), r"'reduction' must be one of"),
-      (lambda: losses.cl2l_loss(u, v, valid=VALID[:2]), r"'valid' must have shape"),
-      (lambda: losses.cl2l_loss(u, v[:, :2]), r"'image' and 'text' must have the same feature"),
+      (lambda: losses.contrib.cl2l_loss(u, v, temperature=-1.0), r"'temperature' must be > 0"),
+      (lambda: losses.contrib.cl2l_loss(u, v, reduction="mean"), r"'reduction' must be one of"),
+      (lambda: losses.contrib.cl2l_loss(u, v, valid=VALID[:2]), r"'valid' must have shape"),
+      (lambda: losses.contrib.cl2l_loss(u, v[:, :2]), r"'image' and 'text' must have the same feature"),
   ]
   for call, match in cases:
     with pytest.raises((ValueError, TypeError), match=match):
@@ -286,10 +286,10 @@ def test_adapter_composes_the_terms_and_owns_heads_and_scales():
                             "text_head"]
   np.testing.assert_allclose(params["log_scale"], math.log(1 / 0.07), rtol=1e-6)
   z = _data(50, B, 6, D)
-  head = losses.contrast_head
+  head = losses.contrib.contrast_head
 
   def direct(p, z):
-    return losses.cl2l_loss(
+    return losses.contrib.cl2l_loss(
         z[:, 0], z[:, 1], jnp.stack([head(p["image_head"], z[:, v]) for v in (2, 4)], 1),
         jnp.stack([head(p["text_head"], z[:, v]) for v in (3, 5)], 1), temperature=0.07,
         local_temperature=0.1, label_smoothing=0.1) + 0.5 * losses.nt_xent(

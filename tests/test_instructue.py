@@ -56,7 +56,7 @@ def ref_loss(logits, targets, mask, user, text, weight, ar_weight, temperature, 
 def test_loss_value_and_grad(weight, ar_weight, ids):
   logits, user, text = _x(0, B, T, V), _x(1, B, D), _x(2, B, D)
   tg = _targets()
-  lib = lambda lg, u, t: losses.instructue_loss(lg, jnp.asarray(tg), jnp.asarray(MASK), u, t,
+  lib = lambda lg, u, t: losses.contrib.instructue_loss(lg, jnp.asarray(tg), jnp.asarray(MASK), u, t,
                                                 weight=weight, ar_weight=ar_weight,
                                                 temperature=0.3, answer_ids=ids)
   ref = lambda lg, u, t: ref_loss(lg, tg, MASK, u, t, weight, ar_weight, 0.3, ids)
@@ -75,7 +75,7 @@ def test_sharded_equals_single_device():
   def f(axis_name):
     def fn(w, x, lg, tg, ids):
       h = jnp.einsum("bkd,de->bke", x, w)
-      return losses.instructue_loss(lg * jnp.sum(w), tg, jnp.ones(tg.shape, bool), h[:, 0],
+      return losses.contrib.instructue_loss(lg * jnp.sum(w), tg, jnp.ones(tg.shape, bool), h[:, 0],
                                     h[:, 1], temperature=0.2, answer_ids=ids,
                                     axis_name=axis_name)
     return fn
@@ -100,21 +100,21 @@ def test_sharded_equals_single_device():
 def test_bf16_extreme_inputs_and_errors():
   lg, u, t = _x(30, B, T, V), _x(31, B, D), _x(32, B, D)
   tg, m = jnp.asarray(_targets()), jnp.asarray(MASK)
-  f32 = np.asarray(losses.instructue_loss(lg, tg, m, u, t))
-  bf = losses.instructue_loss(*(jnp.asarray(a, jnp.bfloat16) for a in (lg,)), tg, m,
+  f32 = np.asarray(losses.contrib.instructue_loss(lg, tg, m, u, t))
+  bf = losses.contrib.instructue_loss(*(jnp.asarray(a, jnp.bfloat16) for a in (lg,)), tg, m,
                               jnp.asarray(u, jnp.bfloat16), jnp.asarray(t, jnp.bfloat16))
   assert bf.dtype == jnp.float32
   np.testing.assert_allclose(bf, f32, rtol=5e-2, atol=5e-2)
-  big = losses.instructue_loss(lg * 1e4, tg, m, u * 1e6, t * 1e-6, temperature=1e-3)
+  big = losses.contrib.instructue_loss(lg * 1e4, tg, m, u * 1e6, t * 1e-6, temperature=1e-3)
   assert np.all(np.isfinite(np.asarray(big)))
   with pytest.raises(ValueError, match="'logits'"):
-    losses.instructue_loss(lg[0], tg, m, u, t)
+    losses.contrib.instructue_loss(lg[0], tg, m, u, t)
   with pytest.raises(ValueError, match="'targets'"):
-    losses.instructue_loss(lg, tg[:, :1], m, u, t)
+    losses.contrib.instructue_loss(lg, tg[:, :1], m, u, t)
   with pytest.raises(ValueError, match="'targets' must be integer"):
-    losses.instructue_loss(lg, tg.astype(jnp.float32), m, u, t)
+    losses.contrib.instructue_loss(lg, tg.astype(jnp.float32), m, u, t)
   with pytest.raises(ValueError, match="'user'"):
-    losses.instructue_loss(lg, tg, m, u[:4], t)
+    losses.contrib.instructue_loss(lg, tg, m, u[:4], t)
 
 
 def test_userqa_structure_and_errors():

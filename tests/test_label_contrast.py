@@ -1,4 +1,4 @@
-"""Input-label contrast (`primer`): ``losses.label_contrast`` (softmax and binary-NCE forms)
+"""Input-label contrast (`primer`): ``losses.contrib.label_contrast`` (softmax and binary-NCE forms)
 against float64 loop references (value, finite-difference gradients), the CE identity of the
 softmax form, sharded = single device, bf16, extreme and bad inputs; the trainer's
 ``label_embedding`` objective (config checks, 3 steps); the few-shot / long-tail training
@@ -82,12 +82,12 @@ def _neg_sets(mask):
 
 @pytest.mark.parametrize("normalize", [True, False])
 def test_softmax_value_and_gradient_match_the_reference(normalize):
-  got = losses.label_contrast(Z, E, LABELS, temperature=T, normalize=normalize, valid=VALID)
+  got = losses.contrib.label_contrast(Z, E, LABELS, temperature=T, normalize=normalize, valid=VALID)
   assert got.dtype == jnp.float32 and got.shape == (B,)
   want = ref_softmax(Z, E, LABELS, T, normalize, VALID)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert np.all(np.asarray(got)[~VALID] == 0) and np.all(want[VALID] > 0)
-  f = lambda z, e: jnp.mean(losses.label_contrast(z, e, LABELS, temperature=T,
+  f = lambda z, e: jnp.mean(losses.contrib.label_contrast(z, e, LABELS, temperature=T,
                                                   normalize=normalize, valid=VALID))
   gz, ge = jax.grad(f, argnums=(0, 1))(jnp.asarray(Z), jnp.asarray(E))
   cz = [(i, d) for i in (0, 2, 5, 11) for d in range(D)]
@@ -103,11 +103,11 @@ def test_softmax_value_and_gradient_match_the_reference(normalize):
 def test_binary_value_and_gradient_match_the_reference(sampled):
   kw = dict(num_negatives=2, rng=KEY) if sampled else {}
   negs = _neg_sets(_negative_mask(KEY, jnp.asarray(LABELS), C, 2, None)) if sampled else None
-  got = losses.label_contrast(Z, E, LABELS, form="binary", temperature=T, valid=VALID, **kw)
+  got = losses.contrib.label_contrast(Z, E, LABELS, form="binary", temperature=T, valid=VALID, **kw)
   want = ref_binary(Z, E, LABELS, T, valid=VALID, negatives=negs)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert np.all(np.asarray(got)[~VALID] == 0)
-  f = lambda z, e: jnp.mean(losses.label_contrast(z, e, LABELS, form="binary", temperature=T,
+  f = lambda z, e: jnp.mean(losses.contrib.label_contrast(z, e, LABELS, form="binary", temperature=T,
                                                   valid=VALID, **kw))
   gz, ge = jax.grad(f, argnums=(0, 1))(jnp.asarray(Z), jnp.asarray(E))
   cz = [(i, d) for i in (0, 2, 5, 11) for d in range(D)]
@@ -133,23 +133,23 @@ def test_sampled_negatives_are_k_wrong_labels_uniformly():
   m2 = np.asarray(draw(KEY, y[:7], C, 2, None))
   np.testing.assert_array_equal(m2, m[:7])
   assert not np.array_equal(np.asarray(draw(jax.random.key(8), y, C, 2, None)), m)
-  full = losses.label_contrast(Z, E, LABELS, form="binary", temperature=T)
-  np.testing.assert_allclose(losses.label_contrast(Z, E, LABELS, form="binary", temperature=T,
+  full = losses.contrib.label_contrast(Z, E, LABELS, form="binary", temperature=T)
+  np.testing.assert_allclose(losses.contrib.label_contrast(Z, E, LABELS, form="binary", temperature=T,
                                                    num_negatives=C - 1, rng=KEY), full,
                              rtol=1e-6)
 
 
 def test_softmax_form_unnormalised_at_t1_is_ce_of_a_bias_free_linear_classifier():
   # logits_ic = <z_i, e_c> / 1: label_contrast's lse - positive = log-sum-exp - true logit.
-  f_lc = lambda z, e: losses.label_contrast(z, e, LABELS, temperature=1.0, normalize=False)
-  f_ce = lambda z, e: losses.softmax_cross_entropy(z @ e.T, LABELS)
+  f_lc = lambda z, e: losses.contrib.label_contrast(z, e, LABELS, temperature=1.0, normalize=False)
+  f_ce = lambda z, e: losses.contrib.softmax_cross_entropy(z @ e.T, LABELS)
   np.testing.assert_allclose(f_lc(Z, E), f_ce(Z, E), rtol=1e-6, atol=1e-6)
   g_lc = jax.grad(lambda z, e: jnp.mean(f_lc(z, e)), argnums=(0, 1))(Z, E)
   g_ce = jax.grad(lambda z, e: jnp.mean(f_ce(z, e)), argnums=(0, 1))(Z, E)
   for a, b in zip(g_lc, g_ce):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   # Normalised (cosine) scores are a different objective.
-  assert not np.allclose(losses.label_contrast(Z, E, LABELS, temperature=1.0), f_ce(Z, E))
+  assert not np.allclose(losses.contrib.label_contrast(Z, E, LABELS, temperature=1.0), f_ce(Z, E))
 
 
 def _mesh():
@@ -161,7 +161,7 @@ def _mesh():
 def test_sharded_equals_single_device_value_and_gradient(kw):
   w = RNG.normal(size=(D, D)).astype(np.float32)
   extra = {"rng": KEY} if "num_negatives" in kw else {}
-  fn = lambda w, e, x, y, v, axis_name=None: losses.label_contrast(
+  fn = lambda w, e, x, y, v, axis_name=None: losses.contrib.label_contrast(
       x @ w, e, y, temperature=T, valid=v, axis_name=axis_name, **kw, **extra)
   sharded = jax.shard_map(lambda w, e, x, y, v: fn(w, e, x, y, v, axis_name="d"),
                           mesh=_mesh(), in_specs=(P(), P(), P("d"), P("d"), P("d")),
@@ -180,12 +180,12 @@ def test_sharded_equals_single_device_value_and_gradient(kw):
 @pytest.mark.parametrize("form", ["softmax", "binary"])
 def test_bf16_inputs(form):
   z, e = jnp.asarray(Z, jnp.bfloat16), jnp.asarray(E, jnp.bfloat16)
-  got = losses.label_contrast(z, e, LABELS, form=form, temperature=T)
+  got = losses.contrib.label_contrast(z, e, LABELS, form=form, temperature=T)
   assert got.dtype == jnp.float32
   ref = ref_softmax if form == "softmax" else ref_binary
   np.testing.assert_allclose(got, ref(np.asarray(z, np.float32), np.asarray(e, np.float32),
                                       LABELS, T), rtol=2e-3, atol=2e-3)
-  gz, ge = jax.grad(lambda z, e: jnp.mean(losses.label_contrast(z, e, LABELS, form=form,
+  gz, ge = jax.grad(lambda z, e: jnp.mean(losses.contrib.label_contrast(z, e, LABELS, form=form,
                                                                 temperature=T)),
                     argnums=(0, 1))(z, e)
   assert gz.dtype == jnp.bfloat16 and ge.dtype == jnp.bfloat16
@@ -204,7 +204,7 @@ def test_extreme_inputs_are_finite(form, case):
     e[1] = 0.0
   if case == "unnormalised_huge":
     z, e, norm = Z * 1e3, E * 1e3, False
-  f = lambda z, e: losses.label_contrast(z, e, LABELS, form=form, temperature=t,
+  f = lambda z, e: losses.contrib.label_contrast(z, e, LABELS, form=form, temperature=t,
                                          normalize=norm)
   per = f(z, e)
   gz, ge = jax.grad(lambda z, e: jnp.mean(f(z, e)), argnums=(0, 1))(z, e)
@@ -216,35 +216,35 @@ def test_extreme_inputs_are_finite(form, case):
 
 
 @pytest.mark.parametrize("call, err, match", [
-    (lambda: losses.label_contrast(Z.astype(np.int32), E, LABELS), TypeError,
+    (lambda: losses.contrib.label_contrast(Z.astype(np.int32), E, LABELS), TypeError,
      r"label_contrast: 'z' must be a floating"),
-    (lambda: losses.label_contrast(Z, E.astype(np.int32), LABELS), TypeError,
+    (lambda: losses.contrib.label_contrast(Z, E.astype(np.int32), LABELS), TypeError,
      r"'label_embeddings' must be a floating"),
-    (lambda: losses.label_contrast(Z[0], E, LABELS), ValueError, r"'z' must have rank 2"),
-    (lambda: losses.label_contrast(Z, E[0], LABELS), ValueError,
+    (lambda: losses.contrib.label_contrast(Z[0], E, LABELS), ValueError, r"'z' must have rank 2"),
+    (lambda: losses.contrib.label_contrast(Z, E[0], LABELS), ValueError,
      r"'label_embeddings' must have rank 2"),
-    (lambda: losses.label_contrast(Z, E[:, :3], LABELS), ValueError,
+    (lambda: losses.contrib.label_contrast(Z, E[:, :3], LABELS), ValueError,
      r"'z' and 'label_embeddings' must have the same feature size"),
-    (lambda: losses.label_contrast(Z, E[:1], np.zeros(B, np.int32)), ValueError,
+    (lambda: losses.contrib.label_contrast(Z, E[:1], np.zeros(B, np.int32)), ValueError,
      r"'label_embeddings' needs at least 2 classes"),
-    (lambda: losses.label_contrast(Z, E, LABELS, form="nce"), ValueError, r"'form' must be"),
-    (lambda: losses.label_contrast(Z, E, LABELS, temperature=0.0), ValueError,
+    (lambda: losses.contrib.label_contrast(Z, E, LABELS, form="nce"), ValueError, r"'form' must be"),
+    (lambda: losses.contrib.label_contrast(Z, E, LABELS, temperature=0.0), ValueError,
      r"'temperature' must be > 0"),
-    (lambda: losses.label_contrast(Z, E, LABELS[:3]), ValueError,
+    (lambda: losses.contrib.label_contrast(Z, E, LABELS[:3]), ValueError,
      r"'labels' must have shape \(16,\)"),
-    (lambda: losses.label_contrast(Z, E, LABELS.astype(np.float32)), TypeError,
+    (lambda: losses.contrib.label_contrast(Z, E, LABELS.astype(np.float32)), TypeError,
      r"'labels' must be integers"),
-    (lambda: losses.label_contrast(Z, E, np.where(LABELS == 0, C, LABELS)), ValueError,
+    (lambda: losses.contrib.label_contrast(Z, E, np.where(LABELS == 0, C, LABELS)), ValueError,
      r"'labels' must be in \[0, 5\)"),
-    (lambda: losses.label_contrast(Z, E, LABELS, valid=np.ones(3, bool)), ValueError,
+    (lambda: losses.contrib.label_contrast(Z, E, LABELS, valid=np.ones(3, bool)), ValueError,
      r"'valid' must have shape"),
-    (lambda: losses.label_contrast(Z, E, LABELS, num_negatives=2, rng=KEY), ValueError,
+    (lambda: losses.contrib.label_contrast(Z, E, LABELS, num_negatives=2, rng=KEY), ValueError,
      r"'num_negatives' applies to form='binary' only"),
-    (lambda: losses.label_contrast(Z, E, LABELS, form="binary", num_negatives=C, rng=KEY),
+    (lambda: losses.contrib.label_contrast(Z, E, LABELS, form="binary", num_negatives=C, rng=KEY),
      ValueError, r"'num_negatives' must be an int in \[1, 4\]"),
-    (lambda: losses.label_contrast(Z, E, LABELS, form="binary", num_negatives=0, rng=KEY),
+    (lambda: losses.contrib.label_contrast(Z, E, LABELS, form="binary", num_negatives=0, rng=KEY),
      ValueError, r"'num_negatives' must be an int in \[1, 4\]"),
-    (lambda: losses.label_contrast(Z, E, LABELS, form="binary", num_negatives=2), ValueError,
+    (lambda: losses.contrib.label_contrast(Z, E, LABELS, form="binary", num_negatives=2), ValueError,
      r"'rng' is required"),
 ])
 def test_bad_inputs_name_the_argument(call, err, match):
@@ -256,7 +256,7 @@ def test_traced_out_of_range_labels_are_nan_unless_padded():
   bad = LABELS.copy()
   bad[[2, 3]] = C  # row 2 is padding, row 3 is not
   for form in ("softmax", "binary"):
-    per = np.asarray(jax.jit(lambda y: losses.label_contrast(Z, E, y, form=form, valid=VALID))(
+    per = np.asarray(jax.jit(lambda y: losses.contrib.label_contrast(Z, E, y, form=form, valid=VALID))(
         bad))
     assert np.isnan(per[3]) and per[2] == 0 and np.all(np.isfinite(np.delete(per, 3)))
 

@@ -29,7 +29,7 @@ def _features(seed, *shape):  # strictly positive, away from the kinks of min / 
 
 
 def _params(seed=0, dim=D, labels=C, layers=1):
-  p = losses.init_laso(jax.random.key(seed), dim, labels, layers=layers)
+  p = losses.contrib.init_laso(jax.random.key(seed), dim, labels, layers=layers)
   # Non-trivial LayerNorm parameters, so their use is checked too.
   rng = np.random.default_rng(seed + 100)
   return jax.tree.map(lambda x: np.asarray(x) + 0.1 * rng.normal(size=x.shape).astype(
@@ -127,7 +127,7 @@ def ref_laso(params, x, y, partners, weights=None, valid=None):
 def _values_and_grads(params, x, rw, partners, valid):
   """Per-row values, d/d(params, x) of sum(rw * L) and, with the classifier detached, the
   classifier's gradient: one compiled graph, shared by every test of this shape."""
-  lib = lambda p, x, detach: losses.laso_loss(p, x, LABELS, partners=partners, weights=WEIGHTS,
+  lib = lambda p, x, detach: losses.contrib.laso_loss(p, x, LABELS, partners=partners, weights=WEIGHTS,
                                               detach_classifier=detach, valid=valid)
   values, vjp = jax.vjp(lambda p, x: lib(p, x, False), params, x)
   g_det = jax.grad(lambda cls: jnp.sum(rw * lib({**params, "classifier": cls}, x, True)))(
@@ -179,7 +179,7 @@ def test_extreme_and_bf16_inputs():
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves((grads, g_det)))
   # bf16 rows are computed in float32 (laso_loss casts its features the same way first).
   a, b = x[:2], x[2:]
-  low = losses.laso_op(params, "union", jnp.asarray(a, jnp.bfloat16), jnp.asarray(b, jnp.bfloat16))
+  low = losses.contrib.laso_op(params, "union", jnp.asarray(a, jnp.bfloat16), jnp.asarray(b, jnp.bfloat16))
   assert np.asarray(low).dtype == np.float32
   want = np.stack([_ref_net(params["union"], "union", s, t) for s, t in zip(a, b)])
   np.testing.assert_allclose(low, want, rtol=3e-2, atol=3e-2)
@@ -200,22 +200,22 @@ def _set(t, path, value):
 def test_the_analytic_operation_is_the_residual_path():
   # Input, residual dense and output layers zero, W_out = I, no norm: h0 = 0, h = leaky(r) = r
   # (r >= 0 for these features), out = relu(r) = r: the network is exactly its residual.
-  p = jax.tree.map(np.zeros_like, jax.device_get(losses.init_laso(jax.random.key(0), D, C)))
+  p = jax.tree.map(np.zeros_like, jax.device_get(losses.contrib.init_laso(jax.random.key(0), D, C)))
   for op in losses.laso.OPS:
     p[op]["output"]["kernel"] = np.eye(D, dtype=np.float32)
   a, b = _features(1, 5, D), _features(2, 5, D)
   a[0, 0] = b[0, 0]                                     # a tie
   for op, want in (("intersect", np.minimum(a, b)), ("union", a + b),
                    ("subtract", np.maximum(a - b, 0))):
-    np.testing.assert_allclose(losses.laso_op(p, op, a, b, norm="none"), want, rtol=1e-6)
-    np.testing.assert_allclose(losses.analytic_op(op, a, b), want, rtol=1e-6)
+    np.testing.assert_allclose(losses.contrib.laso_op(p, op, a, b, norm="none"), want, rtol=1e-6)
+    np.testing.assert_allclose(losses.contrib.analytic_op(op, a, b), want, rtol=1e-6)
 
 
 def test_pairings():
   valid = np.array([1, 1, 0, 1, 1, 1, 0, 1], bool)
-  half = np.asarray(losses.laso_partners(8))
+  half = np.asarray(losses.contrib.laso_partners(8))
   np.testing.assert_array_equal(half, [4, 5, 6, 7, 0, 1, 2, 3])
-  draws = [np.asarray(losses.laso_partners(8, "permutation", rng=jax.random.key(k),
+  draws = [np.asarray(losses.contrib.laso_partners(8, "permutation", rng=jax.random.key(k),
                                            valid=valid)) for k in range(4)]
   for d in draws:
     assert sorted(d[valid]) == sorted(np.flatnonzero(valid))  # a permutation of valid rows
@@ -225,7 +225,7 @@ def test_pairings():
   # paired with it.
   x, params = _features(3, B, D), _params(1)
   pad = np.array([1, 1, 0, 1], bool)
-  half = np.asarray(losses.laso_partners(B))
+  half = np.asarray(losses.contrib.laso_partners(B))
   out = np.asarray(_values_and_grads(params, x, np.ones(B, np.float32), half, pad)[0])
   want = ref_laso(params, x, LABELS, (np.arange(B) + B // 2) % B, WEIGHTS, valid=pad)
   assert out[2] == 0 and out[0] == 0 and out[1] > 0 and out[3] > 0
@@ -251,7 +251,7 @@ def test_sharded_equals_single_device():
   params = _params(2)
   rw = rng.uniform(0.5, 1.5, size=NB).astype(np.float32)
   sharded = jax.shard_map(
-      lambda p, x, y, valid: losses.laso_loss(p, x, y, pairing="permutation", rng=key,
+      lambda p, x, y, valid: losses.contrib.laso_loss(p, x, y, pairing="permutation", rng=key,
                                               valid=valid, axis_name="d"),
       mesh=mesh, in_specs=(P(), P("d"), P("d"), P("d")), out_specs=P("d"))
 
@@ -261,7 +261,7 @@ def test_sharded_equals_single_device():
     return per, vjp(jnp.asarray(rw))
 
   v8, (gp, gx) = run(params, x)
-  partners = np.asarray(losses.laso_partners(NB, "permutation", rng=key, valid=valid))
+  partners = np.asarray(losses.contrib.laso_partners(NB, "permutation", rng=key, valid=valid))
   assert np.any(partners // 2 != np.arange(NB) // 2)       # partners on other devices
   want = ref_laso(params, x, y, partners, valid=valid)
   assert np.all(want[~valid] == 0) and np.all(want[valid] > 0)
@@ -291,32 +291,32 @@ def test_sharded_equals_single_device():
 def test_bad_inputs_name_the_argument():
   x, params = _features(13, B, D), _params(4)
   cases = [
-      (lambda: losses.laso_loss(params, x[0], LABELS), r"laso_loss: 'features' must have rank 2"),
-      (lambda: losses.laso_loss(params, x.astype(np.int32), LABELS),
+      (lambda: losses.contrib.laso_loss(params, x[0], LABELS), r"laso_loss: 'features' must have rank 2"),
+      (lambda: losses.contrib.laso_loss(params, x.astype(np.int32), LABELS),
        r"'features' must be a floating-point array"),
-      (lambda: losses.laso_loss(params, x, LABELS[:, 0]), r"'labels' must be multi-hot label sets"),
-      (lambda: losses.laso_loss(params, x, LABELS.astype(np.float32)),
+      (lambda: losses.contrib.laso_loss(params, x, LABELS[:, 0]), r"'labels' must be multi-hot label sets"),
+      (lambda: losses.contrib.laso_loss(params, x, LABELS.astype(np.float32)),
        r"'labels' must be integer or bool"),
-      (lambda: losses.laso_loss(params, x, LABELS[:, :2]),
+      (lambda: losses.contrib.laso_loss(params, x, LABELS[:, :2]),
        r"'labels' has 2 labels per row but the classifier in 'params' has 3"),
-      (lambda: losses.laso_loss(params, x[:, :2], LABELS),
+      (lambda: losses.contrib.laso_loss(params, x[:, :2], LABELS),
        r"'params' were built for features of width 3, got width 2"),
-      (lambda: losses.laso_loss(params, x, LABELS, pairing="random"), r"'pairing' must be one of"),
-      (lambda: losses.laso_loss(params, x, LABELS, pairing="permutation"),
+      (lambda: losses.contrib.laso_loss(params, x, LABELS, pairing="random"), r"'pairing' must be one of"),
+      (lambda: losses.contrib.laso_loss(params, x, LABELS, pairing="permutation"),
        r"needs an explicit 'rng' key"),
-      (lambda: losses.laso_loss(params, x, LABELS, partners=PARTNERS[:2]),
+      (lambda: losses.contrib.laso_loss(params, x, LABELS, partners=PARTNERS[:2]),
        r"'partners' must be int global row indices of shape \(4,\)"),
-      (lambda: losses.laso_loss(params, x, LABELS, weights={"recon": 1.0}),
+      (lambda: losses.contrib.laso_loss(params, x, LABELS, weights={"recon": 1.0}),
        r"unknown 'weights' key\(s\) \['recon'\]"),
-      (lambda: losses.laso_loss(params, x, LABELS, valid=np.ones(2, bool)),
+      (lambda: losses.contrib.laso_loss(params, x, LABELS, valid=np.ones(2, bool)),
        r"'valid' must have shape"),
-      (lambda: losses.laso_loss({"union": params["union"]}, x, LABELS), r"'params' lacks"),
-      (lambda: losses.laso_op(params, "xor", x, x), r"laso_op: 'op' must be one of"),
-      (lambda: losses.laso_op(params, "union", x, x[:2]), r"'a' and 'b' must have the same shape"),
-      (lambda: losses.laso_op(params, "union", x, x, norm="batch"), r"'norm' must be one of"),
-      (lambda: losses.analytic_op("xor", x, x), r"analytic_op: 'op' must be one of"),
-      (lambda: losses.init_laso(jax.random.key(0), 0, 3), r"init_laso: 'dim' must be an int >= 1"),
-      (lambda: losses.init_laso(jax.random.key(0), 3, 3, layers=-1), r"'layers' must be an int"),
+      (lambda: losses.contrib.laso_loss({"union": params["union"]}, x, LABELS), r"'params' lacks"),
+      (lambda: losses.contrib.laso_op(params, "xor", x, x), r"laso_op: 'op' must be one of"),
+      (lambda: losses.contrib.laso_op(params, "union", x, x[:2]), r"'a' and 'b' must have the same shape"),
+      (lambda: losses.contrib.laso_op(params, "union", x, x, norm="batch"), r"'norm' must be one of"),
+      (lambda: losses.contrib.analytic_op("xor", x, x), r"analytic_op: 'op' must be one of"),
+      (lambda: losses.contrib.init_laso(jax.random.key(0), 0, 3), r"init_laso: 'dim' must be an int >= 1"),
+      (lambda: losses.contrib.init_laso(jax.random.key(0), 3, 3, layers=-1), r"'layers' must be an int"),
   ]
   for call, match in cases:
     with pytest.raises((ValueError, TypeError), match=match):

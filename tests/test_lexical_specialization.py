@@ -1,4 +1,4 @@
-"""Lexical specialization (arXiv 2208.01018): label-based NT-Xent (jaxcl.losses.label_nt_xent,
+"""Lexical specialization (arXiv 2208.01018): label-based NT-Xent (jaxcl.losses.contrib.label_nt_xent,
 pytorch-metric-learning NTXentLoss semantics) against a float64 loop reference written here
 (value and finite-difference gradient), its reductions (unique labels = SimCLR NT-Xent; other
 positives out of the denominator, unlike SupCon), 8 devices = 1 device, blockwise = dense,
@@ -60,7 +60,7 @@ def test_values_and_gradients_match_the_loop_reference(case):
   f[:, 1:] += f[:, :1]
   if not kw.get("normalize", True):
     f *= 0.4
-  want, _ = check_value_and_grad(lambda f: losses.label_nt_xent(f, y, **kw),
+  want, _ = check_value_and_grad(lambda f: losses.contrib.label_nt_xent(f, y, **kw),
                                  lambda f: ref_label_nt_xent(f, y, **kw), [f])
   if "valid" in kw:
     assert want[4] == 0 and np.all(want[VALID] != 0)
@@ -73,10 +73,10 @@ def test_unique_labels_is_nt_xent_and_repeats_differ_from_supcon():
 
   @jax.jit
   def all_(f):
-    return (losses.label_nt_xent(f, uniq, temperature=0.3),
+    return (losses.contrib.label_nt_xent(f, uniq, temperature=0.3),
             losses.nt_xent(f[:, 0], f[:, 1], temperature=0.3),
             losses.supcon(f, uniq, temperature=0.3),
-            losses.label_nt_xent(f, LABELS, temperature=0.3), losses.supcon(f, LABELS,
+            losses.contrib.label_nt_xent(f, LABELS, temperature=0.3), losses.supcon(f, LABELS,
                                                                              temperature=0.3))
 
   lab_u, ntx, sup_u, lab, sup = all_(f)
@@ -93,9 +93,9 @@ def test_no_negative_and_no_positive_edge_cases():
 
   @jax.jit
   def all_(f):
-    return (losses.label_nt_xent(f, same),                # every row positive: no negative
-            losses.label_nt_xent(f[:, :1], ids),          # one view, unique labels: no positive
-            jax.grad(lambda f: jnp.sum(losses.label_nt_xent(f, same)))(f))
+    return (losses.contrib.label_nt_xent(f, same),                # every row positive: no negative
+            losses.contrib.label_nt_xent(f[:, :1], ids),          # one view, unique labels: no positive
+            jax.grad(lambda f: jnp.sum(losses.contrib.label_nt_xent(f, same)))(f))
 
   no_neg, no_pos, g = all_(f)
   np.testing.assert_array_equal(no_neg, np.zeros(4))
@@ -114,7 +114,7 @@ SVALID[[3, 12]] = False
 
 
 def _fn(axis_name, impl):
-  return lambda w, x, y, valid: losses.label_nt_xent(
+  return lambda w, x, y, valid: losses.contrib.label_nt_xent(
       x @ w, y, temperature=0.1, valid=valid, axis_name=axis_name, impl=impl, block_size=4)
 
 
@@ -143,7 +143,7 @@ def test_sharded_and_blockwise_equal_single_device_dense():
 def test_bf16_and_extreme_inputs():
   f = _data(6, B, 2, D)
   f[:, 1] += f[:, 0]
-  fn = lambda f, t=0.07: losses.label_nt_xent(f, LABELS, temperature=t)
+  fn = lambda f, t=0.07: losses.contrib.label_nt_xent(f, LABELS, temperature=t)
   grad = jax.grad(lambda f, t=0.07: jnp.sum(fn(f, t)))
 
   @jax.jit
@@ -164,14 +164,14 @@ def test_bf16_and_extreme_inputs():
 def test_bad_inputs_name_the_argument():
   f = _data(7, B, 2, D)
   cases = [
-      (lambda: losses.label_nt_xent(f[:, 0], LABELS),
+      (lambda: losses.contrib.label_nt_xent(f[:, 0], LABELS),
        r"label_nt_xent: 'features' must have rank 3"),
-      (lambda: losses.label_nt_xent(f.astype(np.int32), LABELS),
+      (lambda: losses.contrib.label_nt_xent(f.astype(np.int32), LABELS),
        r"'features' must be a floating-point array"),
-      (lambda: losses.label_nt_xent(f, LABELS[:3]), r"'labels' must have shape \(6,\)"),
-      (lambda: losses.label_nt_xent(f, LABELS.astype(np.float32)), r"'labels' must be integers"),
-      (lambda: losses.label_nt_xent(f, LABELS, temperature=0.0), r"'temperature' must be > 0"),
-      (lambda: losses.label_nt_xent(f, LABELS, valid=VALID[:2]), r"'valid' must have shape"),
+      (lambda: losses.contrib.label_nt_xent(f, LABELS[:3]), r"'labels' must have shape \(6,\)"),
+      (lambda: losses.contrib.label_nt_xent(f, LABELS.astype(np.float32)), r"'labels' must be integers"),
+      (lambda: losses.contrib.label_nt_xent(f, LABELS, temperature=0.0), r"'temperature' must be > 0"),
+      (lambda: losses.contrib.label_nt_xent(f, LABELS, valid=VALID[:2]), r"'valid' must have shape"),
   ]
   for call, match in cases:
     with pytest.raises((ValueError, TypeError), match=match):
@@ -183,7 +183,7 @@ def test_trainer_adapter_passes_the_labels():
   obj = objectives.make_objective("label_nt_xent", {"temperature": 0.07}, num_views=2)
   f = _data(8, B, 2, D)
   got, want = jax.jit(lambda f: (obj(f, LABELS, jax.random.key(0), None),
-                                 losses.label_nt_xent(f, LABELS, temperature=0.07)))(f)
+                                 losses.contrib.label_nt_xent(f, LABELS, temperature=0.07)))(f)
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 

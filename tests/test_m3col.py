@@ -94,7 +94,7 @@ def test_m3co_matches_the_loop_reference(case):
   f += a
   if not kw.get("normalize", True):
     a, f = 0.3 * a, 0.3 * f
-  want = _check(lambda a, f: losses.m3co_loss(a, f, LAM, perm, **kw),
+  want = _check(lambda a, f: losses.contrib.m3co_loss(a, f, LAM, perm, **kw),
                 lambda a, f: ref_m3co(a, f, LAM, perm, **kw), [a, f])
   if "valid" in kw:
     assert want[4] == 0 and np.all(want[VALID] != 0)
@@ -108,7 +108,7 @@ def test_soft_clip_matches_the_loop_reference(kw):
   p += t
   if not kw.get("normalize", True):
     p, t = 0.3 * p, 0.3 * t
-  _check(lambda p, t: losses.soft_clip_loss(p, t, **kw),
+  _check(lambda p, t: losses.contrib.soft_clip_loss(p, t, **kw),
          lambda p, t: ref_soft_clip(p, t, **kw), [p, t])
 
 
@@ -118,10 +118,10 @@ def test_reductions_traced_temperature_and_detached_targets():
 
   @jax.jit
   def run(a, f, t):
-    return (losses.m3co_loss(a, f, ones, PERM), losses.clip_loss(a, f, temperature=0.1),
-            jax.grad(lambda t: jnp.sum(losses.soft_clip_loss(a, f, temperature=t)))(t),
-            jax.grad(lambda f: jnp.sum(losses.soft_clip_loss(a, f)))(f),
-            jax.grad(lambda f: jnp.sum(losses.soft_clip_loss(a, f, stop_target_gradient=True)))(f))
+    return (losses.contrib.m3co_loss(a, f, ones, PERM), losses.clip_loss(a, f, temperature=0.1),
+            jax.grad(lambda t: jnp.sum(losses.contrib.soft_clip_loss(a, f, temperature=t)))(t),
+            jax.grad(lambda f: jnp.sum(losses.contrib.soft_clip_loss(a, f)))(f),
+            jax.grad(lambda f: jnp.sum(losses.contrib.soft_clip_loss(a, f, stop_target_gradient=True)))(f))
 
   m3, clip, g_t, g_f, g_f_detached = run(a, f, jnp.float32(0.2))
   # No mixing (lam = 1): M3Co is CLIP.
@@ -138,9 +138,9 @@ def test_mixing_draw_and_mix():
 
   @jax.jit
   def draws(k0, k1):   # one program: the Beta sampler's while loop compiles slowly
-    lam, partner = losses.m3co_mixing(k0, n)
-    return (lam, partner, losses.m3co_mixing(k1, n, valid=valid, prob=1.0),
-            losses.m3co_mix(x, lam, partner))
+    lam, partner = losses.contrib.m3co_mixing(k0, n)
+    return (lam, partner, losses.contrib.m3co_mixing(k1, n, valid=valid, prob=1.0),
+            losses.contrib.m3co_mix(x, lam, partner))
 
   lam, partner, (lam_v, part_v), mixed = draws(jax.random.key(0), jax.random.key(1))
   lam, partner = np.asarray(lam), np.asarray(partner)
@@ -190,13 +190,13 @@ def _objective(axis_name):
   """Input-space mixing of modality 0 drawn inside, M3Co against modality 1 + SoftCLIP."""
 
   def fn(w, x, valid):
-    lam, partner = losses.m3co_mixing(RNG, x.shape[0], prob=0.8, valid=valid,
+    lam, partner = losses.contrib.m3co_mixing(RNG, x.shape[0], prob=0.8, valid=valid,
                                       axis_name=axis_name)
-    mixed = losses.m3co_mix(x[:, 0], lam, partner, axis_name=axis_name) @ w[0]
+    mixed = losses.contrib.m3co_mix(x[:, 0], lam, partner, axis_name=axis_name) @ w[0]
     fixed = x[:, 1] @ w[1]
     kw = dict(axis_name=axis_name, valid=valid, block_size=4)
-    return (losses.m3co_loss(mixed, fixed, lam, partner, **kw)
-            + losses.soft_clip_loss(x[:, 0] @ w[0], fixed, **kw))
+    return (losses.contrib.m3co_loss(mixed, fixed, lam, partner, **kw)
+            + losses.contrib.soft_clip_loss(x[:, 0] @ w[0], fixed, **kw))
   return fn
 
 
@@ -224,8 +224,8 @@ def test_sharded_equals_single_device():
 def test_blockwise_equals_dense():
   a, f = _data(13, B, D), _data(14, B, D)
   vg = lambda impl: jax.value_and_grad(lambda a: jnp.sum(
-      losses.m3co_loss(a, f, LAM, PERM, impl=impl, block_size=4)
-      + losses.soft_clip_loss(a, f, impl=impl, block_size=4)))(a)
+      losses.contrib.m3co_loss(a, f, LAM, PERM, impl=impl, block_size=4)
+      + losses.contrib.soft_clip_loss(a, f, impl=impl, block_size=4)))(a)
   dense, tiled = jax.jit(lambda a: (vg("dense"), vg("blockwise")))(a)
   np.testing.assert_allclose(tiled[0], dense[0], rtol=1e-5)
   np.testing.assert_allclose(tiled[1], dense[1], rtol=1e-5, atol=1e-6)
@@ -239,7 +239,7 @@ def test_bf16_and_extreme_inputs():
   f += a
 
   def fn(a, f, t=0.1):
-    return losses.m3co_loss(a, f, LAM, PERM, temperature=t) + losses.soft_clip_loss(
+    return losses.contrib.m3co_loss(a, f, LAM, PERM, temperature=t) + losses.contrib.soft_clip_loss(
         a, f, temperature=t)
   grad = jax.grad(lambda a, f, t=0.1: jnp.sum(fn(a, f, t)), argnums=(0, 1))
 
@@ -249,7 +249,7 @@ def test_bf16_and_extreme_inputs():
     bf = a.astype(jnp.bfloat16), f.astype(jnp.bfloat16)
     return (fn(a, f), fn(*bf), grad(*bf), (fn(1e4 * a, f), grad(1e4 * a, f)),
             (fn(a, f, 1e-3), grad(a, f, 1e-3)), (fn(zero, f), grad(zero, f)),
-            (losses.m3co_mix(*bf[:1], LAM, PERM)))
+            (losses.contrib.m3co_mix(*bf[:1], LAM, PERM)))
 
   ref, low, g_low, *extreme, mixed = variants(a, f)
   assert np.asarray(low).dtype == np.float32 and mixed.dtype == jnp.bfloat16
@@ -266,28 +266,28 @@ def test_bf16_and_extreme_inputs():
 def test_bad_inputs_name_the_argument():
   a, f = _data(17, B, D), _data(18, B, D)
   cases = [
-      (lambda: losses.m3co_loss(a[:, :2], f, LAM, PERM),
+      (lambda: losses.contrib.m3co_loss(a[:, :2], f, LAM, PERM),
        r"m3co_loss: 'mixed' and 'fixed' must have the same feature size"),
-      (lambda: losses.m3co_loss(a.astype(np.int32), f, LAM, PERM),
+      (lambda: losses.contrib.m3co_loss(a.astype(np.int32), f, LAM, PERM),
        r"'mixed' must be a floating-point array"),
-      (lambda: losses.m3co_loss(a, f, LAM[:3], PERM), r"'lam' must have shape \(6,\)"),
-      (lambda: losses.m3co_loss(a, f, LAM.astype(np.int32), PERM),
+      (lambda: losses.contrib.m3co_loss(a, f, LAM[:3], PERM), r"'lam' must have shape \(6,\)"),
+      (lambda: losses.contrib.m3co_loss(a, f, LAM.astype(np.int32), PERM),
        r"'lam' must be a floating-point array"),
-      (lambda: losses.m3co_loss(a, f, LAM, PERM.astype(np.float32)),
+      (lambda: losses.contrib.m3co_loss(a, f, LAM, PERM.astype(np.float32)),
        r"'partner' must be integers"),
-      (lambda: losses.m3co_loss(a, f, LAM, PERM[:2]), r"'partner' must have shape \(6,\)"),
-      (lambda: losses.m3co_loss(a, f, LAM, PERM, temperature=0.0), r"'temperature' must be > 0"),
-      (lambda: losses.m3co_loss(a, f, LAM, PERM, valid=VALID[:2]), r"'valid' must have shape"),
-      (lambda: losses.soft_clip_loss(a, f[:3]),
+      (lambda: losses.contrib.m3co_loss(a, f, LAM, PERM[:2]), r"'partner' must have shape \(6,\)"),
+      (lambda: losses.contrib.m3co_loss(a, f, LAM, PERM, temperature=0.0), r"'temperature' must be > 0"),
+      (lambda: losses.contrib.m3co_loss(a, f, LAM, PERM, valid=VALID[:2]), r"'valid' must have shape"),
+      (lambda: losses.contrib.soft_clip_loss(a, f[:3]),
        r"soft_clip_loss: 'preds' and 'targets' must have the same batch size"),
-      (lambda: losses.soft_clip_loss(a[0], f[0]), r"'preds' must have rank 2"),
-      (lambda: losses.soft_clip_loss(a, f, temperature=-1.0), r"'temperature' must be > 0"),
-      (lambda: losses.m3co_mixing(None, 4), r"m3co_mixing: 'rng' is required"),
-      (lambda: losses.m3co_mixing(jax.random.key(0), 0), r"'batch' must be an int >= 1"),
-      (lambda: losses.m3co_mixing(jax.random.key(0), 4, beta=0.0), r"'beta' must be > 0"),
-      (lambda: losses.m3co_mixing(jax.random.key(0), 4, prob=1.5), r"'prob' must be in \[0, 1\]"),
-      (lambda: losses.m3co_mix(a.astype(np.int32), LAM, PERM), r"m3co_mix: 'x' must be a float"),
-      (lambda: losses.m3co_mix(a, LAM, PERM[:3]), r"m3co_mix: 'partner' must have shape"),
+      (lambda: losses.contrib.soft_clip_loss(a[0], f[0]), r"'preds' must have rank 2"),
+      (lambda: losses.contrib.soft_clip_loss(a, f, temperature=-1.0), r"'temperature' must be > 0"),
+      (lambda: losses.contrib.m3co_mixing(None, 4), r"m3co_mixing: 'rng' is required"),
+      (lambda: losses.contrib.m3co_mixing(jax.random.key(0), 0), r"'batch' must be an int >= 1"),
+      (lambda: losses.contrib.m3co_mixing(jax.random.key(0), 4, beta=0.0), r"'beta' must be > 0"),
+      (lambda: losses.contrib.m3co_mixing(jax.random.key(0), 4, prob=1.5), r"'prob' must be in \[0, 1\]"),
+      (lambda: losses.contrib.m3co_mix(a.astype(np.int32), LAM, PERM), r"m3co_mix: 'x' must be a float"),
+      (lambda: losses.contrib.m3co_mix(a, LAM, PERM[:3]), r"m3co_mix: 'partner' must have shape"),
   ]
   for call, match in cases:
     with pytest.raises((ValueError, TypeError), match=match):
@@ -381,15 +381,15 @@ def test_objective_composes_ce_and_the_scheduled_term():
 
   @jax.jit
   def manual(params):
-    fused, uni = losses.m3col_heads(params, z)
-    ce = losses.softmax_cross_entropy(fused, y) + sum(
-        losses.softmax_cross_entropy(uni[:, i], y) for i in range(m))
+    fused, uni = losses.contrib.m3col_heads(params, z)
+    ce = losses.contrib.softmax_cross_entropy(fused, y) + sum(
+        losses.contrib.softmax_cross_entropy(uni[:, i], y) for i in range(m))
     m3, soft = 0.0, 0.0
     for i in range(m):
-      lam, partner = losses.m3co_mixing(jax.random.fold_in(rng, i), b, beta=0.15, prob=1.0)
-      mixed = losses.m3co_mix(z[:, i], lam, partner)
-      m3 = m3 + losses.m3co_loss(mixed, z[:, (i + 1) % m], lam, partner, temperature=0.1)
-      soft = soft + losses.soft_clip_loss(z[:, i], z[:, (i + 1) % m], temperature=0.125)
+      lam, partner = losses.contrib.m3co_mixing(jax.random.fold_in(rng, i), b, beta=0.15, prob=1.0)
+      mixed = losses.contrib.m3co_mix(z[:, i], lam, partner)
+      m3 = m3 + losses.contrib.m3co_loss(mixed, z[:, (i + 1) % m], lam, partner, temperature=0.1)
+      soft = soft + losses.contrib.soft_clip_loss(z[:, i], z[:, (i + 1) % m], temperature=0.125)
     return ce, ce + 0.1 * m3, ce + 0.1 * soft
 
   ce, before, after = manual(params)

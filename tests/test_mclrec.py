@@ -82,19 +82,19 @@ VALID = np.array([1, 1, 0, 1, 1, 1, 0, 1], bool)
 def test_margin_regularizer_value_and_grad():
   a, b = _x(0, B, D), _x(1, B, D)
   reference.check_value_and_grad(
-      lambda a, b: losses.margin_regularizer(a, b, temperature=0.7, valid=VALID),
+      lambda a, b: losses.contrib.margin_regularizer(a, b, temperature=0.7, valid=VALID),
       lambda a, b: ref_margin(a, b, 0.7, VALID), (a, b))
   # Positive above the hardest negative: the first hinge is active.
   b_close = a + 0.01 * _x(2, B, D)
-  assert np.all(np.asarray(losses.margin_regularizer(a * 3, b_close * 3)) > 0)
+  assert np.all(np.asarray(losses.contrib.margin_regularizer(a * 3, b_close * 3)) > 0)
 
 
 def test_meta_loss_value_and_grad():
   hs = tuple(_x(10 + k, B, D, scale=0.7) for k in range(4))
   reference.check_value_and_grad(
-      lambda *h: losses.mclrec_meta_loss(*h, valid=VALID),
+      lambda *h: losses.contrib.mclrec_meta_loss(*h, valid=VALID),
       lambda *h: ref_meta(*h, valid=VALID), hs, atol=1e-5)
-  no_margin = losses.mclrec_meta_loss(*hs, margin_weight=0.0)
+  no_margin = losses.contrib.mclrec_meta_loss(*hs, margin_weight=0.0)
   np.testing.assert_allclose(no_margin, ref_meta(*hs, weight=0.0), rtol=1e-5, atol=1e-5)
 
 
@@ -108,7 +108,7 @@ def test_sharded_equals_single_device():
   def f(axis_name):
     def fn(w, x, valid):
       h = jnp.einsum("bkd,de->bke", x, w)
-      return losses.mclrec_meta_loss(h[:, 0], h[:, 1], h[:, 2], h[:, 3], valid=valid,
+      return losses.contrib.mclrec_meta_loss(h[:, 0], h[:, 1], h[:, 2], h[:, 3], valid=valid,
                                      axis_name=axis_name)
     return fn
 
@@ -131,28 +131,28 @@ def test_sharded_equals_single_device():
 
 def test_bf16_and_extreme_inputs():
   a, b = _x(30, B, D), _x(31, B, D)
-  f32 = np.asarray(losses.margin_regularizer(a, b))
-  bf = losses.margin_regularizer(jnp.asarray(a, jnp.bfloat16), jnp.asarray(b, jnp.bfloat16))
+  f32 = np.asarray(losses.contrib.margin_regularizer(a, b))
+  bf = losses.contrib.margin_regularizer(jnp.asarray(a, jnp.bfloat16), jnp.asarray(b, jnp.bfloat16))
   assert bf.dtype == jnp.float32
   np.testing.assert_allclose(bf, f32, rtol=5e-2, atol=5e-2)
   big = [h * 1e3 for h in (a, b, a + 1, b - 1)]
-  v, g = jax.jit(jax.value_and_grad(lambda h: jnp.mean(losses.mclrec_meta_loss(h, *big[1:]))))(
+  v, g = jax.jit(jax.value_and_grad(lambda h: jnp.mean(losses.contrib.mclrec_meta_loss(h, *big[1:]))))(
       big[0])
   assert np.isfinite(float(v)) and np.all(np.isfinite(np.asarray(g)))
-  one = losses.margin_regularizer(a[:1], b[:1])     # no negatives at all: R = 0
+  one = losses.contrib.margin_regularizer(a[:1], b[:1])     # no negatives at all: R = 0
   assert float(one[0]) == 0.0
 
 
 def test_bad_inputs_name_the_argument():
   a = _x(40, B, D)
   with pytest.raises(ValueError, match="'b'"):
-    losses.margin_regularizer(a, a[:4])
+    losses.contrib.margin_regularizer(a, a[:4])
   with pytest.raises(TypeError, match="'a'"):
-    losses.margin_regularizer(a.astype(np.int32), a)
+    losses.contrib.margin_regularizer(a.astype(np.int32), a)
   with pytest.raises(ValueError, match="temperature"):
-    losses.margin_regularizer(a, a, temperature=0.0)
+    losses.contrib.margin_regularizer(a, a, temperature=0.0)
   with pytest.raises(ValueError, match="'h2'"):
-    losses.mclrec_meta_loss(a, a, a[:, :3], a)
+    losses.contrib.mclrec_meta_loss(a, a, a[:, :3], a)
   with pytest.raises(ValueError, match="branch"):
     sequences.make_sequences(0, num_items=20, num_clusters=4, branch=6)
 

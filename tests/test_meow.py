@@ -22,7 +22,7 @@ A = RNG.standard_normal((N, D)).astype(np.float32)
 B = RNG.standard_normal((N, D)).astype(np.float32)
 CL = np.stack([np.arange(N) % 3, np.arange(N) % 2], 1).astype(np.int32)
 VALID = np.array([1, 1, 1, 0, 1, 1, 1, 1], bool)
-MLP = {k: np.asarray(v) for k, v in losses.init_weight_mlp(jax.random.key(1), D, 4).items()}
+MLP = {k: np.asarray(v) for k, v in losses.contrib.init_weight_mlp(jax.random.key(1), D, 4).items()}
 
 
 def _units(x):
@@ -77,12 +77,12 @@ def ref_proto(z, mu, assign, phi):
 
 
 def test_meow_info_nce_value_and_grad():
-  lib = lambda a, p: losses.meow_info_nce(a, p, CL, temperature=T, valid=VALID)
+  lib = lambda a, p: losses.contrib.meow_info_nce(a, p, CL, temperature=T, valid=VALID)
   want, _ = check_value_and_grad(lib, lambda a, p: ref_meow(a, p, CL, VALID), [A, B])
   assert want[3] == 0 and np.all(want[VALID] != 0)
   # One clustering where every node is co-clustered with i: no denominator, loss 0.
   same = np.zeros((N, 1), np.int32)
-  assert np.all(np.asarray(losses.meow_info_nce(A, B, same)) == 0)
+  assert np.all(np.asarray(losses.contrib.meow_info_nce(A, B, same)) == 0)
 
 
 @pytest.mark.parametrize("norm", [None, "mean"])
@@ -91,7 +91,7 @@ def test_adameow_value_and_grad(norm):
 
   def lib(a, c, w1, b1, w2):
     mlp = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
-    return losses.adameow_info_nce(a, c, mlp, temperature=T, normalize_weights=norm,
+    return losses.contrib.adameow_info_nce(a, c, mlp, temperature=T, normalize_weights=norm,
                                    valid=VALID, block_size=3)
 
   ref = lambda a, c, w1, b1, w2: ref_adameow(a, c, w1, b1, w2, b2, norm, VALID)
@@ -107,7 +107,7 @@ def test_adameow_collapse_guard():
   is what b2 -> -inf becomes (sigmoid(x) ~ e^x): flat there, ~0 gradient at b2 = 0."""
   def mean_loss(b2, norm):
     mlp = {**{k: jnp.asarray(v) for k, v in MLP.items()}, "b2": b2}
-    return jnp.mean(losses.adameow_info_nce(A, B, mlp, normalize_weights=norm))
+    return jnp.mean(losses.contrib.adameow_info_nce(A, B, mlp, normalize_weights=norm))
   mean_loss = jax.jit(mean_loss, static_argnums=1)
   grad = jax.jit(jax.grad(mean_loss), static_argnums=1)
   g_code = float(grad(jnp.float32(0.0), None))
@@ -125,10 +125,10 @@ def test_proto_nce_and_concentration():
   mu = RNG.standard_normal((3, D)).astype(np.float32)
   assign = np.array([0, 1, 2, 0, 1, 2, 0, 0], np.int32)
   phi = np.array([0.3, 0.5, 0.8], np.float32)
-  check_value_and_grad(lambda z, m: losses.proto_nce(z, m, assign, phi),
+  check_value_and_grad(lambda z, m: losses.contrib.proto_nce(z, m, assign, phi),
                        lambda z, m: ref_proto(z, m, assign, phi), [A, mu])
   # Concentration: mean ||z - mu|| / log(n + 5), clipped to the 10-90 percentiles, mean = T.
-  got = np.asarray(losses.concentration(A, mu, assign, temperature=0.4))
+  got = np.asarray(losses.contrib.concentration(A, mu, assign, temperature=0.4))
   z, m = np.array(_units(A)), np.array(_units(mu))
   raw = np.array([np.mean([np.linalg.norm(z[i] - m[k]) for i in range(N) if assign[i] == k])
                   / math.log((assign == k).sum() + 5) for k in range(3)])
@@ -141,7 +141,7 @@ def test_meow_sharded_equals_single_device():
   a, p = RNG.standard_normal((16, D)).astype(np.float32), RNG.standard_normal((16, D))
   cl = RNG.integers(0, 3, (16, 2)).astype(np.int32)
   valid = np.arange(16) % 5 != 2
-  f = lambda ax: lambda a, p, c, v: losses.meow_info_nce(a, p, c, valid=v, axis_name=ax,
+  f = lambda ax: lambda a, p, c, v: losses.contrib.meow_info_nce(a, p, c, valid=v, axis_name=ax,
                                                          impl="dense")
   sharded = jax.shard_map(f("d"), mesh=mesh, in_specs=(P("d"),) * 4, out_specs=P("d"))
 
@@ -159,31 +159,31 @@ def test_meow_sharded_equals_single_device():
 
 def test_extreme_and_bf16_inputs():
   big = A * 1e4
-  v = np.asarray(losses.meow_info_nce(big.astype(jnp.bfloat16), B, CL, temperature=0.05))
+  v = np.asarray(losses.contrib.meow_info_nce(big.astype(jnp.bfloat16), B, CL, temperature=0.05))
   assert v.dtype == np.float32 and np.all(np.isfinite(v))
   mlp = {k: jnp.asarray(x) for k, x in MLP.items()}
-  v = np.asarray(losses.adameow_info_nce(big, B.astype(jnp.bfloat16), mlp, temperature=0.05))
+  v = np.asarray(losses.contrib.adameow_info_nce(big, B.astype(jnp.bfloat16), mlp, temperature=0.05))
   assert np.all(np.isfinite(v))
 
 
 def test_bad_inputs_name_the_argument():
   mlp = {k: jnp.asarray(x) for k, x in MLP.items()}
   with pytest.raises(ValueError, match="'clusters'"):
-    losses.meow_info_nce(A, B, CL[:5])
+    losses.contrib.meow_info_nce(A, B, CL[:5])
   with pytest.raises(TypeError, match="'clusters'"):
-    losses.meow_info_nce(A, B, CL.astype(np.float32))
+    losses.contrib.meow_info_nce(A, B, CL.astype(np.float32))
   with pytest.raises(ValueError, match="'positive'"):
-    losses.meow_info_nce(A, B[:4], CL)
+    losses.contrib.meow_info_nce(A, B[:4], CL)
   with pytest.raises(TypeError, match="'anchor'"):
-    losses.meow_info_nce(A.astype(np.int32), B, CL)
+    losses.contrib.meow_info_nce(A.astype(np.int32), B, CL)
   with pytest.raises(ValueError, match="'normalize_weights'"):
-    losses.adameow_info_nce(A, B, mlp, normalize_weights="max")
+    losses.contrib.adameow_info_nce(A, B, mlp, normalize_weights="max")
   with pytest.raises(ValueError, match="'mlp'"):
-    losses.adameow_info_nce(A, B, {"w1": mlp["w1"]})
+    losses.contrib.adameow_info_nce(A, B, {"w1": mlp["w1"]})
   with pytest.raises(ValueError, match="'concentrations'"):
-    losses.proto_nce(A, A[:3], np.zeros(N, np.int32), np.ones(2, np.float32))
+    losses.contrib.proto_nce(A, A[:3], np.zeros(N, np.int32), np.ones(2, np.float32))
   with pytest.raises(ValueError, match="'concentrations'"):
-    losses.proto_nce(A, A[:3], np.zeros(N, np.int32), -np.ones(3, np.float32))
+    losses.contrib.proto_nce(A, A[:3], np.zeros(N, np.int32), -np.ones(3, np.float32))
 
 
 def test_hetero_generator_structure():

@@ -61,7 +61,7 @@ CASES = {
 def test_grace_value_and_gradient_match_the_loop(case):
   kw = CASES[case]
   z1, z2 = _views(0)
-  want, _ = check_value_and_grad(lambda a, b: losses.grace_loss(a, b, **kw),
+  want, _ = check_value_and_grad(lambda a, b: losses.contrib.grace_loss(a, b, **kw),
                                  lambda a, b: ref_grace(a, b, **kw), [z1, z2])
   if "valid" in kw:
     assert want[2] == 0
@@ -71,12 +71,12 @@ def test_bpr_value_and_gradient_match_the_loop():
   u, p, n = _data(1, 5, 3), _data(2, 5, 3), _data(3, 5, 3)
   ref = lambda u, p, n: np.array([math.log1p(math.exp(-(float(u[b] @ p[b]) - float(u[b] @ n[b]))))
                                   for b in range(len(u))])
-  check_value_and_grad(losses.bpr_loss, ref, [u, p, n])
+  check_value_and_grad(losses.contrib.bpr_loss, ref, [u, p, n])
 
 
 def test_grace_blockwise_equals_dense():
   z1, z2 = _views(4, 11, 5)
-  vg = lambda impl: jax.value_and_grad(lambda a, b: jnp.sum(losses.grace_loss(
+  vg = lambda impl: jax.value_and_grad(lambda a, b: jnp.sum(losses.contrib.grace_loss(
       a, b, impl=impl, block_size=4)), argnums=(0, 1))(z1, z2)
   dense, tiled = jax.jit(lambda: (vg("dense"), vg("blockwise")))()
   np.testing.assert_allclose(tiled[0], dense[0], rtol=1e-5)
@@ -89,7 +89,7 @@ def test_grace_sharded_equals_single_device():
   valid = np.ones(16, bool)
   valid[[3, 12]] = False
   w = _data(6, 5, 5)
-  fn = lambda ax: lambda w, a, b, v: losses.grace_loss(a @ w, b @ w, valid=v, axis_name=ax,
+  fn = lambda ax: lambda w, a, b, v: losses.contrib.grace_loss(a @ w, b @ w, valid=v, axis_name=ax,
                                                        temperature=0.4, symmetric=True)
   mesh = jax.make_mesh((8,), ("d",), axis_types=(AxisType.Auto,))
   sharded = jax.shard_map(fn("d"), mesh=mesh, in_specs=(P(), P("d"), P("d"), P("d")),
@@ -108,22 +108,22 @@ def test_grace_sharded_equals_single_device():
 def test_grace_bf16_extreme_inputs_and_errors():
   z1, z2 = _views(7)
   ref, low, big, cold, zero = jax.jit(lambda a, b: (
-      losses.grace_loss(a, b), losses.grace_loss(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)),
-      losses.grace_loss(1e4 * a, b), jax.grad(lambda a: jnp.sum(losses.grace_loss(
-          a, b, temperature=1e-3)))(a), jax.grad(lambda a: jnp.sum(losses.grace_loss(
+      losses.contrib.grace_loss(a, b), losses.contrib.grace_loss(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)),
+      losses.contrib.grace_loss(1e4 * a, b), jax.grad(lambda a: jnp.sum(losses.contrib.grace_loss(
+          a, b, temperature=1e-3)))(a), jax.grad(lambda a: jnp.sum(losses.contrib.grace_loss(
               a.at[1].set(0.0), b)))(a)))(z1, z2)
   assert np.asarray(low).dtype == np.float32
   np.testing.assert_allclose(low, ref, rtol=2e-2, atol=2e-2)
   np.testing.assert_allclose(big, ref, rtol=1e-4)          # normalised: scale-free
   assert np.all(np.isfinite(cold)) and np.all(np.isfinite(zero))
   with pytest.raises(ValueError, match="'z1' and 'z2' must have the same batch size"):
-    losses.grace_loss(z1, z2[:3])
+    losses.contrib.grace_loss(z1, z2[:3])
   with pytest.raises(TypeError, match="'z1' must be a floating-point"):
-    losses.grace_loss(z1.astype(np.int32), z2)
+    losses.contrib.grace_loss(z1.astype(np.int32), z2)
   with pytest.raises(ValueError, match="'temperature' must be > 0"):
-    losses.grace_loss(z1, z2, temperature=0.0)
+    losses.contrib.grace_loss(z1, z2, temperature=0.0)
   with pytest.raises(ValueError, match="'user' and 'neg' must have the same shape"):
-    losses.bpr_loss(z1, z2, z2[:, :2])
+    losses.contrib.bpr_loss(z1, z2, z2[:, :2])
 
 
 # ------------------------------------------------------------------ the recipe's pieces
@@ -195,7 +195,7 @@ def test_embeddings_match_dense_lightgcn_and_fusion():
   c.mmhcl.view = "first_order"
   first = mmhcl._Static(c.mmhcl)   # pylint: disable=protected-access
   batch = mmhcl.sample_batch(jax.random.key(2), g, 16)
-  want = lambda a, b: jnp.mean(losses.grace_loss(a, b, temperature=0.6))
+  want = lambda a, b: jnp.mean(losses.contrib.grace_loss(a, b, temperature=0.6))
 
   @jax.jit
   def run(p, g):

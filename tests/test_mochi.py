@@ -27,7 +27,7 @@ def _draws(rng, b=B):
 
 @functools.partial(jax.jit, static_argnames=("kw",))
 def _loss(q, k, rng, queue=None, kw=tuple(KW.items())):
-  return losses.mochi_loss(q, k, rng=rng, queue=queue, **dict(kw))
+  return losses.contrib.mochi_loss(q, k, rng=rng, queue=queue, **dict(kw))
 
 
 @pytest.mark.parametrize("with_queue", [False, True])
@@ -86,11 +86,11 @@ def test_sharded_equals_single_device():
   kw = dict(KW, num_hard=6)
 
   def body(a, c, v, w, qu):
-    per = losses.mochi_loss(a, c, rng=rng, queue=qu, valid=v, axis_name="data", **kw)
+    per = losses.contrib.mochi_loss(a, c, rng=rng, queue=qu, valid=v, axis_name="data", **kw)
     return jax.lax.psum(jnp.sum(w * per), "data")
 
   total = ref.shard(body, (P("data"),) * 4 + (P(),), P())
-  single = lambda a, c: jnp.sum(g * losses.mochi_loss(a, c, rng=rng, queue=queue, valid=valid,
+  single = lambda a, c: jnp.sum(g * losses.contrib.mochi_loss(a, c, rng=rng, queue=queue, valid=valid,
                                                       **kw))
   value, got = jax.jit(jax.value_and_grad(total, argnums=(0, 1)))(q, k, valid, g, queue)
   want_value, want = jax.jit(jax.value_and_grad(single, argnums=(0, 1)))(q, k)
@@ -102,15 +102,15 @@ def test_sharded_equals_single_device():
 def test_bad_inputs_name_the_argument():
   q, k = _data(0, B, D), _data(1, B, D)
   with pytest.raises(ValueError, match="'num_hard'"):
-    losses.mochi_loss(q, k, rng=jax.random.key(0), num_hard=B)         # pool has B - 1
+    losses.contrib.mochi_loss(q, k, rng=jax.random.key(0), num_hard=B)         # pool has B - 1
   with pytest.raises(ValueError, match="'num_mix'"):
-    losses.mochi_loss(q, k, rng=jax.random.key(0), num_mix=-1)
+    losses.contrib.mochi_loss(q, k, rng=jax.random.key(0), num_mix=-1)
   with pytest.raises(ValueError, match="'queue'"):
-    losses.mochi_loss(q, k, rng=jax.random.key(0), queue=_data(2, 3, D + 1), **KW)
+    losses.contrib.mochi_loss(q, k, rng=jax.random.key(0), queue=_data(2, 3, D + 1), **KW)
   with pytest.raises(TypeError, match="'query'"):
-    losses.mochi_loss(q.astype(np.int32), k, rng=jax.random.key(0), **KW)
+    losses.contrib.mochi_loss(q.astype(np.int32), k, rng=jax.random.key(0), **KW)
   with pytest.raises(ValueError, match="'key'"):
-    losses.mochi_loss(q, k[:3], rng=jax.random.key(0), **KW)
+    losses.contrib.mochi_loss(q, k[:3], rng=jax.random.key(0), **KW)
 
 
 # ------------------------------------------------------------- mine="queue" (the paper's pool)
@@ -143,11 +143,11 @@ def test_queue_mining_sharded_equals_single_device():
   rng = jax.random.key(31)
 
   def body(a, c, w, qu):
-    per = losses.mochi_loss(a, c, rng=rng, queue=qu, axis_name="data", **QKW)
+    per = losses.contrib.mochi_loss(a, c, rng=rng, queue=qu, axis_name="data", **QKW)
     return jax.lax.psum(jnp.sum(w * per), "data")
 
   total = ref.shard(body, (P("data"),) * 3 + (P(),), P())
-  single = lambda a, c: jnp.sum(g * losses.mochi_loss(a, c, rng=rng, queue=queue, **QKW))
+  single = lambda a, c: jnp.sum(g * losses.contrib.mochi_loss(a, c, rng=rng, queue=queue, **QKW))
   value, got = jax.jit(jax.value_and_grad(total, argnums=(0, 1)))(q, k, g, queue)
   want_value, want = jax.jit(jax.value_and_grad(single, argnums=(0, 1)))(q, k)
   np.testing.assert_allclose(value, want_value, rtol=1e-5)
@@ -158,8 +158,8 @@ def test_queue_mining_sharded_equals_single_device():
 def test_queue_mining_bad_inputs_name_the_argument():
   q, k = _data(0, B, D), _data(1, B, D)
   with pytest.raises(ValueError, match="'queue'"):
-    losses.mochi_loss(q, k, rng=jax.random.key(0), **QKW)
+    losses.contrib.mochi_loss(q, k, rng=jax.random.key(0), **QKW)
   with pytest.raises(ValueError, match="'num_hard'"):
-    losses.mochi_loss(q, k, rng=jax.random.key(0), queue=_data(2, 3, D), **QKW)  # NH=4 > 3
+    losses.contrib.mochi_loss(q, k, rng=jax.random.key(0), queue=_data(2, 3, D), **QKW)  # NH=4 > 3
   with pytest.raises(ValueError, match="'mine'"):
-    losses.mochi_loss(q, k, rng=jax.random.key(0), **dict(KW, mine="batch"))
+    losses.contrib.mochi_loss(q, k, rng=jax.random.key(0), **dict(KW, mine="batch"))

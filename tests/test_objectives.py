@@ -51,7 +51,7 @@ def test_rng_losses_get_a_key_per_pair():
   kw = {"num_hard": 4, "num_mix": 3, "num_mix_query": 2}
   obj = make_objective("mochi_loss", kw, 2)
   np.testing.assert_array_equal(obj(z, LABELS, RNG, None),
-                                L.mochi_loss(z[:, 0], z[:, 1], rng=jax.random.fold_in(RNG, 0),
+                                L.contrib.mochi_loss(z[:, 0], z[:, 1], rng=jax.random.fold_in(RNG, 0),
                                              **kw))
   assert not np.allclose(obj(z, LABELS, RNG, None), obj(z, LABELS, jax.random.key(8), None))
 

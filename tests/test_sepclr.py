@@ -92,14 +92,14 @@ def test_value_terms_and_gradient_match_the_loop_reference(case):
   f = _data(1, B, 2, D)
   f[:, 1] += f[:, 0]  # correlated views
   term_kw = {k: v for k, v in kw.items() if k in ("background_classes", "temperature")}
-  lib = lambda x: losses.sepclr(x, labels, common_dim=CD, valid=valid, **kw)
+  lib = lambda x: losses.contrib.sepclr(x, labels, common_dim=CD, valid=valid, **kw)
   n = B if valid is None else int(valid.sum())
   keep = np.ones(B, bool) if valid is None else valid
 
   @jax.jit
   def run(x):
     per, vjp = jax.vjp(lib, x)
-    terms = losses.sepclr_terms(x, labels, common_dim=CD, valid=valid, **term_kw)
+    terms = losses.contrib.sepclr_terms(x, labels, common_dim=CD, valid=valid, **term_kw)
     return per, vjp(jnp.asarray(keep, jnp.float32) / n)[0], terms
 
   per, grad, terms = run(f)
@@ -131,10 +131,10 @@ def test_uniformity_is_the_metric_on_the_sphere_and_kjem_of_the_concatenation():
   @jax.jit
   def run():
     both = jnp.concatenate([jnp.asarray(a), jnp.asarray(s)], 1)
-    t = losses.sepclr_terms(f, y, common_dim=2)
-    return (losses.sepclr_uniformity(c.l2_normalize(jnp.asarray(z))), metrics.uniformity(z, t=1),
-            losses.sepclr_kjem(a, s), losses.sepclr_kjem(both[:, :1], both[:, 1:]),
-            sum(t.values()), losses.sepclr(f, y, common_dim=2, salient_weight=1,
+    t = losses.contrib.sepclr_terms(f, y, common_dim=2)
+    return (losses.contrib.sepclr_uniformity(c.l2_normalize(jnp.asarray(z))), metrics.uniformity(z, t=1),
+            losses.contrib.sepclr_kjem(a, s), losses.contrib.sepclr_kjem(both[:, :1], both[:, 1:]),
+            sum(t.values()), losses.contrib.sepclr(f, y, common_dim=2, salient_weight=1,
                                            infoless_weight=1, mi_weight=1))
 
   unif, metric, kjem, kjem_split, terms, weighted = run()
@@ -159,7 +159,7 @@ def test_sharded_equals_single_device():
   mesh = jax.make_mesh((8,), ("d",), axis_types=(AxisType.Auto,))
 
   def fn(axis_name):
-    return lambda w, x, y, valid: losses.sepclr(x @ w, y, common_dim=4, valid=valid,
+    return lambda w, x, y, valid: losses.contrib.sepclr(x @ w, y, common_dim=4, valid=valid,
                                                 axis_name=axis_name)
 
   sharded = jax.shard_map(fn("d"), mesh=mesh, in_specs=(P(), P("d"), P("d"), P("d")),
@@ -187,14 +187,14 @@ def test_bf16_extreme_and_one_sided_batches():
   f = _data(20, B, 2, D)
   big = f.copy()
   big[..., CD:] *= 100.0  # far-apart salient codes: exp(-d^2) underflows for distinct pairs
-  mean = lambda x: jnp.mean(losses.sepclr(x, LABELS, common_dim=CD))
+  mean = lambda x: jnp.mean(losses.contrib.sepclr(x, LABELS, common_dim=CD))
 
   @jax.jit
   def run(f, big):
-    low = losses.sepclr(f.astype(jnp.bfloat16), LABELS, common_dim=CD)
+    low = losses.contrib.sepclr(f.astype(jnp.bfloat16), LABELS, common_dim=CD)
     return (mean(f), low, jax.value_and_grad(mean)(big),
-            losses.sepclr_terms(f, jnp.zeros(B, jnp.int32), common_dim=CD),
-            losses.sepclr_terms(f, jnp.ones(B, jnp.int32), common_dim=CD))
+            losses.contrib.sepclr_terms(f, jnp.zeros(B, jnp.int32), common_dim=CD),
+            losses.contrib.sepclr_terms(f, jnp.ones(B, jnp.int32), common_dim=CD))
 
   ref, low, (value, grad), bg, tg = run(f, big)
   assert low.dtype == jnp.float32
@@ -211,24 +211,24 @@ def test_bad_inputs_name_the_argument():
   f = _data(21, 4, 2, 6)
   y = np.array([0, 1, 0, 1], np.int32)
   with pytest.raises(TypeError, match="'features'"):
-    losses.sepclr(np.ones((4, 2, 6), np.int32), y, common_dim=3)
+    losses.contrib.sepclr(np.ones((4, 2, 6), np.int32), y, common_dim=3)
   with pytest.raises(ValueError, match="2 views"):
-    losses.sepclr(_data(22, 4, 3, 6), y, common_dim=3)
+    losses.contrib.sepclr(_data(22, 4, 3, 6), y, common_dim=3)
   for bad in (0, 6, 2.5, True):
     with pytest.raises(ValueError, match="'common_dim'"):
-      losses.sepclr(f, y, common_dim=bad)
+      losses.contrib.sepclr(f, y, common_dim=bad)
   with pytest.raises(ValueError, match="'background_classes'"):
-    losses.sepclr(f, y, common_dim=3, background_classes=0)
+    losses.contrib.sepclr(f, y, common_dim=3, background_classes=0)
   with pytest.raises(ValueError, match="'labels'"):
-    losses.sepclr(f, y[:3], common_dim=3)
+    losses.contrib.sepclr(f, y[:3], common_dim=3)
   with pytest.raises(ValueError, match="'mi_weight'"):
-    losses.sepclr(f, y, common_dim=3, mi_weight=-1.0)
+    losses.contrib.sepclr(f, y, common_dim=3, mi_weight=-1.0)
   with pytest.raises(ValueError, match="'temperature'"):
-    losses.sepclr(f, y, common_dim=3, temperature=0.0)
+    losses.contrib.sepclr(f, y, common_dim=3, temperature=0.0)
   with pytest.raises(ValueError, match="'where'"):
-    losses.sepclr_align(f[:, 0], f[:, 1], where=np.ones(3, bool))
+    losses.contrib.sepclr_align(f[:, 0], f[:, 1], where=np.ones(3, bool))
   with pytest.raises(ValueError, match="'common' and 'salient'"):
-    losses.sepclr_kjem(f[:, 0], f[:3, 1])
+    losses.contrib.sepclr_kjem(f[:, 0], f[:3, 1])
 
 
 # ------------------------------------------------------------------ model, adapter, recipe
@@ -261,7 +261,7 @@ def test_two_towers_adapter_and_recipe():
   obj = make_objective(c)
   zz = _data(24, 6, 2, 64)
   y = np.array([0, 7, 3, 12, 43, 1], np.int32)
-  got, want = jax.jit(lambda zz: (obj(zz, y, jax.random.key(0), None), losses.sepclr(
+  got, want = jax.jit(lambda zz: (obj(zz, y, jax.random.key(0), None), losses.contrib.sepclr(
       zz, y, common_dim=32, background_classes=4)))(zz)
   np.testing.assert_allclose(got, want, rtol=1e-6)
   c.loss.kwargs.common_dim = 64

@@ -1,4 +1,4 @@
-"""The supervised cross-entropy baseline of the `supcon` study: ``losses.softmax_cross_entropy``
+"""The supervised cross-entropy baseline of the `supcon` study: ``losses.contrib.softmax_cross_entropy``
 against a float64 loop reference (value, finite-difference gradient), sharded = single device,
 bf16, bad input; the trainer's ``classifier`` objective (config checks, the reference gradient
 of its classifier, 8 devices = 1 device over 3 steps); the SupCon recipe validates."""
@@ -50,12 +50,12 @@ def ref_objective(z, w, b, labels):
 
 
 def test_value_and_gradient_match_the_float64_reference():
-  got = losses.softmax_cross_entropy(LOGITS, LABELS, valid=VALID)
+  got = losses.contrib.softmax_cross_entropy(LOGITS, LABELS, valid=VALID)
   assert got.dtype == jnp.float32 and got.shape == (B,)
   want = ref_ce(LOGITS, LABELS, VALID)
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
   assert np.all(np.asarray(got)[~VALID] == 0) and np.all(np.asarray(got)[VALID] > 0)
-  g = jax.grad(lambda l: jnp.mean(losses.softmax_cross_entropy(l, LABELS, valid=VALID)))(
+  g = jax.grad(lambda l: jnp.mean(losses.contrib.softmax_cross_entropy(l, LABELS, valid=VALID)))(
       jnp.asarray(LOGITS))
   coords = [(i, c) for i in range(B) for c in range(C)]
   fd = fd_coords(lambda l: ref_ce(l, LABELS, VALID).mean(), LOGITS, coords)
@@ -64,12 +64,12 @@ def test_value_and_gradient_match_the_float64_reference():
 
 
 def test_shift_invariance_and_one_hot_limit():
-  base = losses.softmax_cross_entropy(LOGITS, LABELS)
-  np.testing.assert_allclose(losses.softmax_cross_entropy(LOGITS + 100.0, LABELS), base,
+  base = losses.contrib.softmax_cross_entropy(LOGITS, LABELS)
+  np.testing.assert_allclose(losses.contrib.softmax_cross_entropy(LOGITS + 100.0, LABELS), base,
                              rtol=1e-5, atol=1e-5)
   big = 1e4 * np.eye(C, dtype=np.float32)[LABELS]  # extreme but finite
-  np.testing.assert_allclose(losses.softmax_cross_entropy(big, LABELS), 0.0, atol=1e-6)
-  wrong = losses.softmax_cross_entropy(big, (LABELS + 1) % C)
+  np.testing.assert_allclose(losses.contrib.softmax_cross_entropy(big, LABELS), 0.0, atol=1e-6)
+  wrong = losses.contrib.softmax_cross_entropy(big, (LABELS + 1) % C)
   np.testing.assert_allclose(wrong, 1e4, rtol=1e-6)
 
 
@@ -80,7 +80,7 @@ def _mesh():
 def test_sharded_equals_single_device_value_and_gradient():
   w = RNG.normal(size=(D, C)).astype(np.float32)
   x = Z[:, 0]
-  fn = lambda w, x, y, v, axis_name=None: losses.softmax_cross_entropy(
+  fn = lambda w, x, y, v, axis_name=None: losses.contrib.softmax_cross_entropy(
       x @ w, y, valid=v, axis_name=axis_name)
   sharded = jax.shard_map(lambda w, x, y, v: fn(w, x, y, v, axis_name="d"), mesh=_mesh(),
                           in_specs=(P(), P("d"), P("d"), P("d")), out_specs=P("d"))
@@ -122,32 +122,32 @@ def test_classifier_objective_matches_reference_and_shards():
 
 def test_bf16_logits():
   lo = jnp.asarray(LOGITS, jnp.bfloat16)
-  got = losses.softmax_cross_entropy(lo, LABELS)
+  got = losses.contrib.softmax_cross_entropy(lo, LABELS)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(got, ref_ce(np.asarray(lo, np.float32), LABELS), rtol=1e-5,
                              atol=1e-5)
-  g = jax.grad(lambda l: jnp.mean(losses.softmax_cross_entropy(l, LABELS)))(lo)
+  g = jax.grad(lambda l: jnp.mean(losses.contrib.softmax_cross_entropy(l, LABELS)))(lo)
   assert g.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(g, np.float32)))
 
 
 @pytest.mark.parametrize("call, err, match", [
-    (lambda: losses.softmax_cross_entropy(LOGITS.astype(np.int32), LABELS), TypeError,
+    (lambda: losses.contrib.softmax_cross_entropy(LOGITS.astype(np.int32), LABELS), TypeError,
      r"softmax_cross_entropy: 'logits' must be a floating"),
-    (lambda: losses.softmax_cross_entropy(LOGITS[0], LABELS), ValueError,
+    (lambda: losses.contrib.softmax_cross_entropy(LOGITS[0], LABELS), ValueError,
      r"'logits' must have rank 2"),
-    (lambda: losses.softmax_cross_entropy(LOGITS[:, None], LABELS), ValueError,
+    (lambda: losses.contrib.softmax_cross_entropy(LOGITS[:, None], LABELS), ValueError,
      r"'logits' must have rank 2"),
-    (lambda: losses.softmax_cross_entropy(LOGITS[:, :1], LABELS), ValueError,
+    (lambda: losses.contrib.softmax_cross_entropy(LOGITS[:, :1], LABELS), ValueError,
      r"'logits' needs at least 2 classes"),
-    (lambda: losses.softmax_cross_entropy(LOGITS, LABELS[:3]), ValueError,
+    (lambda: losses.contrib.softmax_cross_entropy(LOGITS, LABELS[:3]), ValueError,
      r"'labels' must have shape \(16,\)"),
-    (lambda: losses.softmax_cross_entropy(LOGITS, LABELS.astype(np.float32)), TypeError,
+    (lambda: losses.contrib.softmax_cross_entropy(LOGITS, LABELS.astype(np.float32)), TypeError,
      r"'labels' must be integers"),
-    (lambda: losses.softmax_cross_entropy(LOGITS, np.where(LABELS == 0, C, LABELS)),
+    (lambda: losses.contrib.softmax_cross_entropy(LOGITS, np.where(LABELS == 0, C, LABELS)),
      ValueError, r"'labels' must be in \[0, 5\)"),
-    (lambda: losses.softmax_cross_entropy(LOGITS, LABELS - 10), ValueError,
+    (lambda: losses.contrib.softmax_cross_entropy(LOGITS, LABELS - 10), ValueError,
      r"'labels' must be in \[0, 5\)"),
-    (lambda: losses.softmax_cross_entropy(LOGITS, LABELS, valid=np.ones(3, bool)),
+    (lambda: losses.contrib.softmax_cross_entropy(LOGITS, LABELS, valid=np.ones(3, bool)),
      ValueError, r"'valid' must have shape"),
 ])
 def test_bad_inputs_name_the_argument(call, err, match):
@@ -158,12 +158,12 @@ def test_bad_inputs_name_the_argument(call, err, match):
 def test_out_of_range_labels_traced_are_nan_unless_padded():
   bad = LABELS.copy()
   bad[[2, 3]] = C  # row 2 is padding, row 3 is not
-  per = np.asarray(jax.jit(losses.softmax_cross_entropy)(LOGITS, bad, valid=VALID))
+  per = np.asarray(jax.jit(losses.contrib.softmax_cross_entropy)(LOGITS, bad, valid=VALID))
   assert np.isnan(per[3]) and per[2] == 0
   assert np.all(np.isfinite(np.delete(per, 3)))
   # A padded row may carry any label, also concretely, and gets no gradient.
   pad = np.where(VALID, LABELS, -1).astype(np.int32)
-  np.testing.assert_allclose(losses.softmax_cross_entropy(LOGITS, pad, valid=VALID),
+  np.testing.assert_allclose(losses.contrib.softmax_cross_entropy(LOGITS, pad, valid=VALID),
                              ref_ce(LOGITS, LABELS, VALID), rtol=1e-6, atol=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""SupReMix (jaxcl.losses.supremix) against an explicit float64 loop reference written here.
+"""SupReMix (jaxcl.losses.contrib.supremix) against an explicit float64 loop reference written here.
 
 The reference builds every mixture vector (``a z_j + (1 - a) z_k``) and takes its dot product
 with the anchor, loops over anchors, real candidates, mix-neg candidates and mix-pos triples,
@@ -97,7 +97,7 @@ def alphas(n=V * B):
 
 def lib(z, y=Y, **kw):
   kw = {"temperature": 0.5, "window": 2.0, "rng": RNG, "valid": VALID, **kw}
-  return losses.supremix(z, y, **kw)
+  return losses.contrib.supremix(z, y, **kw)
 
 
 CASES = [
@@ -159,11 +159,11 @@ def test_without_mixtures_and_weights_is_supcon_on_binned_labels():
   z = _features(9)
   y_cont = np.array([3.0, 12.0, 17.5, 21.0, 39.0, 8.0], np.float32)
   bins = np.floor(y_cont / 10.0).astype(np.int32)               # 0 1 1 2 3 0
-  got = losses.supremix(z, y_cont, temperature=0.3, bin_width=10.0, weighting="none",
+  got = losses.contrib.supremix(z, y_cont, temperature=0.3, bin_width=10.0, weighting="none",
                         mix_neg=False, mix_pos=False)
   np.testing.assert_allclose(got, losses.supcon(z, bins, temperature=0.3), rtol=1e-5)
   # Each family changes the value on its own.
-  one = lambda **kw: np.asarray(losses.supremix(z, y_cont, temperature=0.3, bin_width=10.0,
+  one = lambda **kw: np.asarray(losses.contrib.supremix(z, y_cont, temperature=0.3, bin_width=10.0,
                                                 rng=RNG, weighting="none", **kw))
   assert not np.allclose(one(mix_neg=False), got) and not np.allclose(one(mix_pos=False), got)
 
@@ -188,23 +188,23 @@ def test_bfloat16_inputs_are_finite():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: losses.supremix(np.zeros((4, 8), np.float32), np.zeros(4), rng=RNG), "'features'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8), np.int32), np.zeros(4), rng=RNG), "'features'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(3), rng=RNG), "'labels'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(4, bool), rng=RNG), "'labels'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(4)), "'rng'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, temperature=0.0),
+    (lambda: losses.contrib.supremix(np.zeros((4, 8), np.float32), np.zeros(4), rng=RNG), "'features'"),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8), np.int32), np.zeros(4), rng=RNG), "'features'"),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(3), rng=RNG), "'labels'"),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(4, bool), rng=RNG), "'labels'"),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(4)), "'rng'"),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, temperature=0.0),
      "'temperature'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, window=-1), "'window'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, beta=2.0), "'beta'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, beta=(2, 0)), "'beta'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, weighting="l1"),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, window=-1), "'window'"),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, beta=2.0), "'beta'"),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, beta=(2, 0)), "'beta'"),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, weighting="l1"),
      "'weighting'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, bin_width=0),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, bin_width=0),
      "'bin_width'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, chunk_size=0),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, chunk_size=0),
      "'chunk_size'"),
-    (lambda: losses.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, valid=np.ones(3)),
+    (lambda: losses.contrib.supremix(np.zeros((4, 2, 8)), np.zeros(4), rng=RNG, valid=np.ones(3)),
      "'valid'"),
 ])
 def test_bad_inputs_name_the_argument(call, match):
@@ -229,7 +229,7 @@ def test_sharded_equals_single_device():
   x = jnp.asarray(np.random.default_rng(5).normal(size=(SB, V, DIN)), jnp.float32)
   w0 = jnp.asarray(np.random.default_rng(6).normal(size=(DIN, D + 1)), jnp.float32)
   kw = dict(temperature=0.3, window=3.0, rng=RNG, block_max_shift=True)
-  fn = lambda w, x, y, v, axis_name=None: losses.supremix(x @ w, y, valid=v,
+  fn = lambda w, x, y, v, axis_name=None: losses.contrib.supremix(x @ w, y, valid=v,
                                                           axis_name=axis_name, **kw)
   mesh = _mesh()
   sharded = lambda w, *a: jax.shard_map(lambda w, *a: fn(w, *a, axis_name="d"), mesh=mesh,

@@ -93,7 +93,7 @@ def test_normalize_prototypes_on_a_flax_tree():
 
 
 def test_freeze_prototypes_until_threshold():
-  tx = optax.chain(optax.adamw(0.1, weight_decay=0.5), losses.freeze_prototypes_until(2))
+  tx = optax.chain(optax.adamw(0.1, weight_decay=0.5), losses.contrib.freeze_prototypes_until(2))
   params = {"prototypes": jnp.ones(3), "w": jnp.ones(3)}
   state = tx.init(params)
   step = jax.jit(lambda p, s: tx.update(jax.tree.map(jnp.ones_like, p), s, p))

@@ -1,4 +1,4 @@
-"""SSACL (jaxcl.losses.ssacl_loss / adversarial_positive), the synthetic tables and string
+"""SSACL (jaxcl.losses.contrib.ssacl_loss / adversarial_positive), the synthetic tables and string
 augmentations (jaxcl.data.tables), and the recipe's F1 metrics, against plain-Python loops."""
 import itertools
 import math
@@ -48,7 +48,7 @@ def test_ssacl_value_and_gradient_match_loop(pair_data):
     w, a, p, q = (jnp.asarray(v, jnp.float64) for v in pair_data)
 
     def ours(a, p, q, w):
-      return jnp.sum(losses.ssacl_loss(_bilinear(w), a, p, q, epsilon=0.3, w_adv=0.7))
+      return jnp.sum(losses.contrib.ssacl_loss(_bilinear(w), a, p, q, epsilon=0.3, w_adv=0.7))
 
     def ref(a, p, q, w):
       return jnp.sum(_ref_loss(w, a, p, q, 0.3, 0.7))
@@ -65,11 +65,11 @@ def test_adversarial_step_raises_the_loss_and_stays_in_the_ball(pair_data):
   f = _bilinear(w)
   nll = lambda b: -jax.nn.log_sigmoid(f(a, b))
   for steps in (1, 3):
-    e = jax.jit(lambda a, s=steps: losses.adversarial_positive(f, a, 0.2, pgd_steps=s))(a)
+    e = jax.jit(lambda a, s=steps: losses.contrib.adversarial_positive(f, a, 0.2, pgd_steps=s))(a)
     assert np.all(np.asarray(nll(e)) > np.asarray(nll(a)))          # the corrected + sign
     assert np.all(np.linalg.norm(np.asarray(e - a), axis=-1) <= 0.2 + 1e-5)
   # bf16 inputs: float32 results, finite
-  out = losses.ssacl_loss(f, a.astype(jnp.bfloat16), jnp.ones((3, 1, 5), jnp.bfloat16),
+  out = losses.contrib.ssacl_loss(f, a.astype(jnp.bfloat16), jnp.ones((3, 1, 5), jnp.bfloat16),
                           jnp.zeros((3, 0, 5), jnp.bfloat16))
   assert out.dtype == jnp.float32 and np.all(np.isfinite(out))
 
@@ -78,13 +78,13 @@ def test_ssacl_bad_inputs_name_the_argument():
   f = _bilinear(jnp.ones(4))
   a = jnp.ones((2, 4))
   with pytest.raises(ValueError, match="'positives'"):
-    losses.ssacl_loss(f, a, jnp.ones((3, 1, 4)), jnp.ones((2, 1, 4)))
+    losses.contrib.ssacl_loss(f, a, jnp.ones((3, 1, 4)), jnp.ones((2, 1, 4)))
   with pytest.raises(TypeError, match="'anchor'"):
-    losses.ssacl_loss(f, jnp.ones((2, 4), jnp.int32), jnp.ones((2, 1, 4)), jnp.ones((2, 1, 4)))
+    losses.contrib.ssacl_loss(f, jnp.ones((2, 4), jnp.int32), jnp.ones((2, 1, 4)), jnp.ones((2, 1, 4)))
   with pytest.raises(ValueError, match="'w_adv'"):
-    losses.ssacl_loss(f, a, jnp.ones((2, 1, 4)), jnp.ones((2, 1, 4)), w_adv=-1.0)
+    losses.contrib.ssacl_loss(f, a, jnp.ones((2, 1, 4)), jnp.ones((2, 1, 4)), w_adv=-1.0)
   with pytest.raises(ValueError, match="'epsilon'"):
-    losses.adversarial_positive(f, a, -0.1)
+    losses.contrib.adversarial_positive(f, a, -0.1)
   with pytest.raises(ValueError, match="'noise'"):
     tables.corrupt("a b | c | d | e", np.random.default_rng(0), 2.0)
   with pytest.raises(ValueError, match="'op'"):

@@ -112,7 +112,7 @@ def test_distilled_info_nce_matches_the_loop_reference():
   k += q
   qt += q
   k0, queue0 = k.copy(), queue.copy()
-  lib = lambda q, k, qt, queue: losses.distilled_info_nce(
+  lib = lambda q, k, qt, queue: losses.contrib.distilled_info_nce(
       q, k, teacher_query=qt, alpha=0.4, temperature=0.2, queue=queue, valid=VALID)
   ref = lambda q, k, qt, queue: ref_distilled(q, k, qt, 0.4, 0.2, queue, VALID, k_target=k0,
                                               queue_target=queue0)
@@ -125,7 +125,7 @@ def test_traced_alpha_and_temperature():
   q, k, qt = _data(4, B, D), _data(5, B, D), _data(6, B, D)
   k += q
   t0, eps = 0.3, 1e-6
-  lib = lambda t, a: jnp.sum(losses.distilled_info_nce(q, k, teacher_query=qt, alpha=a,
+  lib = lambda t, a: jnp.sum(losses.contrib.distilled_info_nce(q, k, teacher_query=qt, alpha=a,
                                                        temperature=t))
   value, (g_t, g_a) = jax.jit(jax.value_and_grad(lib, argnums=(0, 1)))(jnp.float32(t0),
                                                                        jnp.float32(0.7))
@@ -140,7 +140,7 @@ def test_traced_alpha_and_temperature():
 def test_lmi_matches_the_loop_reference():
   g, loc = _data(7, B, D), _data(8, B, L, D)
   loc += 0.5 * g[:, None]
-  lib = lambda g, loc: losses.tcl_lmi(g, loc, local_valid=LOCAL_VALID, temperature=0.1,
+  lib = lambda g, loc: losses.contrib.tcl_lmi(g, loc, local_valid=LOCAL_VALID, temperature=0.1,
                                       valid=VALID)
   ref = lambda g, loc: ref_lmi(g, loc, 0.1, LOCAL_VALID, VALID)
   want, _ = _check(lib, ref, [g, loc], wrt=(0, 1))
@@ -155,24 +155,24 @@ def test_tcl_loss_matches_the_loop_reference():
   vl, tl = _data(13, B, L, D), _data(14, B, L, D)
   vm0, tm0 = vm.copy(), tm.copy()
   kw = dict(alpha=0.4, temperature=0.2, valid=VALID)
-  lib = lambda v, t, vm, tm, vl, tl: losses.tcl_loss(
+  lib = lambda v, t, vm, tm, vl, tl: losses.contrib.tcl_loss(
       v, t, vm, tm, image_locals=vl, text_locals=tl, text_local_valid=LOCAL_VALID, **kw)
   ref = lambda v, t, vm, tm, vl, tl: ref_tcl(v, t, vm, tm, vl, tl, 0.4, 0.2, LOCAL_VALID,
                                              VALID, vm_target=vm0, tm_target=tm0)
   want, _ = _check(lib, ref, [v, t, vm, tm, vl, tl], wrt=(0, 1, 2, 3, 4, 5))
   assert want[2] == 0
-  terms = jax.jit(lambda *xs: losses.tcl_terms(*xs[:4], image_locals=xs[4], text_locals=xs[5],
+  terms = jax.jit(lambda *xs: losses.contrib.tcl_terms(*xs[:4], image_locals=xs[4], text_locals=xs[5],
                                                text_local_valid=LOCAL_VALID, **kw))(
       v, t, vm, tm, vl, tl)
   assert sorted(terms) == sorted(losses.tcl.TERMS)
   # imc=False, lmi=False: CMA alone; identical inputs and alpha=0: CLIP.
-  cma = losses.tcl_loss(v, t, vm, tm, imc=False, lmi=False, **kw)
+  cma = losses.contrib.tcl_loss(v, t, vm, tm, imc=False, lmi=False, **kw)
   np.testing.assert_allclose(cma, ref_tcl(v, t, vm, tm, None, None, 0.4, 0.2, valid=VALID,
                                           imc=False, lmi=False), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(cma, losses.tcl_cma(v, t, vm, tm, **kw), rtol=1e-6)
-  np.testing.assert_allclose(losses.tcl_cma(v, t, v, t, alpha=0.0, temperature=0.2),
+  np.testing.assert_allclose(cma, losses.contrib.tcl_cma(v, t, vm, tm, **kw), rtol=1e-6)
+  np.testing.assert_allclose(losses.contrib.tcl_cma(v, t, v, t, alpha=0.0, temperature=0.2),
                              losses.clip_loss(v, t, temperature=0.2), rtol=1e-6)
-  np.testing.assert_allclose(losses.tcl_imc(v, t, vm, tm, temperature=0.2),
+  np.testing.assert_allclose(losses.contrib.tcl_imc(v, t, vm, tm, temperature=0.2),
                              0.5 * (losses.info_nce(v, vm, temperature=0.2)
                                     + losses.info_nce(t, tm, temperature=0.2)), rtol=1e-6)
 
@@ -194,7 +194,7 @@ def _tcl_fn(axis_name, impl="dense"):
   def fn(params, x, loc, lv, valid):
     wi, wt = params
     v, t, vm, tm = x[:, 0] @ wi, x[:, 1] @ wt, x[:, 2] @ wi, x[:, 3] @ wt
-    return losses.tcl_loss(v, t, vm, tm, image_locals=loc @ wi, text_locals=loc @ wt,
+    return losses.contrib.tcl_loss(v, t, vm, tm, image_locals=loc @ wi, text_locals=loc @ wt,
                            text_local_valid=lv, alpha=0.4, temperature=0.2, valid=valid,
                            image_queue=SQUEUE, text_queue=SQUEUE[::-1], axis_name=axis_name,
                            impl=impl, block_size=4)
@@ -229,9 +229,9 @@ def test_blockwise_equals_dense():
 
   def vg(impl):
     f = lambda q, k, g, loc: jnp.sum(
-        losses.distilled_info_nce(q, k, teacher_query=g, alpha=0.3, queue=k[:2], impl=impl,
+        losses.contrib.distilled_info_nce(q, k, teacher_query=g, alpha=0.3, queue=k[:2], impl=impl,
                                   block_size=2)
-        + losses.tcl_lmi(g, loc, local_valid=LOCAL_VALID, impl=impl, block_size=4))
+        + losses.contrib.tcl_lmi(g, loc, local_valid=LOCAL_VALID, impl=impl, block_size=4))
     return jax.value_and_grad(f, argnums=(0, 1, 2, 3))(q, k, g, loc)
   dense, tiled = jax.jit(lambda: (vg("dense"), vg("blockwise")))()
   np.testing.assert_allclose(tiled[0], dense[0], rtol=1e-5)
@@ -247,7 +247,7 @@ def test_bf16_and_extreme_inputs():
 
   def fn(xs, temperature=0.1):
     v, t, vm, tm, vl, tl = xs
-    return losses.tcl_loss(v, t, vm, tm, image_locals=vl, text_locals=tl, alpha=0.4,
+    return losses.contrib.tcl_loss(v, t, vm, tm, image_locals=vl, text_locals=tl, alpha=0.4,
                            text_local_valid=LOCAL_VALID, temperature=temperature)
   value_grad = lambda xs, temperature: (fn(xs, temperature), jax.grad(
       lambda xs: jnp.sum(fn(xs, temperature)))(xs))
@@ -270,24 +270,24 @@ def test_bf16_and_extreme_inputs():
 def test_bad_inputs_name_the_argument():
   v, loc = _data(40, B, D), _data(41, B, L, D)
   cases = [
-      (lambda: losses.distilled_info_nce(v, v, alpha=0.4), ValueError, "'teacher_query'"),
-      (lambda: losses.distilled_info_nce(v, v, teacher_query=v[:3], alpha=0.4), ValueError,
+      (lambda: losses.contrib.distilled_info_nce(v, v, alpha=0.4), ValueError, "'teacher_query'"),
+      (lambda: losses.contrib.distilled_info_nce(v, v, teacher_query=v[:3], alpha=0.4), ValueError,
        "'teacher_query'"),
-      (lambda: losses.distilled_info_nce(v, v, teacher_query=v, alpha=1.5), ValueError,
+      (lambda: losses.contrib.distilled_info_nce(v, v, teacher_query=v, alpha=1.5), ValueError,
        "'alpha'"),
-      (lambda: losses.distilled_info_nce(v, v, queue=v[:, :3]), ValueError, "'queue'"),
-      (lambda: losses.distilled_info_nce(v, v, temperature=0.0), ValueError, "'temperature'"),
-      (lambda: losses.tcl_cma(v, v[:4], v, v), ValueError, "'text'"),
-      (lambda: losses.tcl_imc(v, v, v, v.astype(np.int32)), TypeError, "'text_m'"),
-      (lambda: losses.tcl_lmi(v, loc[:, :, :3]), ValueError, "'locals_'"),
-      (lambda: losses.tcl_lmi(v, loc[0]), ValueError, "'locals_'"),
-      (lambda: losses.tcl_lmi(v, loc, local_valid=LOCAL_VALID[:, :2]), ValueError,
+      (lambda: losses.contrib.distilled_info_nce(v, v, queue=v[:, :3]), ValueError, "'queue'"),
+      (lambda: losses.contrib.distilled_info_nce(v, v, temperature=0.0), ValueError, "'temperature'"),
+      (lambda: losses.contrib.tcl_cma(v, v[:4], v, v), ValueError, "'text'"),
+      (lambda: losses.contrib.tcl_imc(v, v, v, v.astype(np.int32)), TypeError, "'text_m'"),
+      (lambda: losses.contrib.tcl_lmi(v, loc[:, :, :3]), ValueError, "'locals_'"),
+      (lambda: losses.contrib.tcl_lmi(v, loc[0]), ValueError, "'locals_'"),
+      (lambda: losses.contrib.tcl_lmi(v, loc, local_valid=LOCAL_VALID[:, :2]), ValueError,
        "'local_valid'"),
-      (lambda: losses.tcl_loss(v, v, v, v), ValueError, "'image_locals'"),
-      (lambda: losses.tcl_loss(v, v, v, v, text_locals=loc[:4]), ValueError, "'text_locals'"),
-      (lambda: losses.tcl_loss(v, v, v, v, image_locals=loc, image_local_valid=LOCAL_VALID[1:]),
+      (lambda: losses.contrib.tcl_loss(v, v, v, v), ValueError, "'image_locals'"),
+      (lambda: losses.contrib.tcl_loss(v, v, v, v, text_locals=loc[:4]), ValueError, "'text_locals'"),
+      (lambda: losses.contrib.tcl_loss(v, v, v, v, image_locals=loc, image_local_valid=LOCAL_VALID[1:]),
        ValueError, "'image_local_valid'"),
-      (lambda: losses.tcl_loss(v, v, v, v, lmi=False, image_queue=loc), ValueError,
+      (lambda: losses.contrib.tcl_loss(v, v, v, v, lmi=False, image_queue=loc), ValueError,
        "'image_queue'"),
   ]
   for call, err, name in cases:
@@ -357,7 +357,7 @@ def test_adapter_columns_warmup_and_errors():
   z[:, (k + 1) * c + m + m * n_loc - 1] = 0.0    # the last text local of teacher view 1: padding
   teacher = z[:, (k + 1) * c:(k + 2) * c]
   lv = np.any(teacher[:, m + n_loc:] != 0, axis=-1)
-  want = jax.jit(lambda a: losses.tcl_loss(z[:, 0], z[:, 1], teacher[:, 0], teacher[:, 1],
+  want = jax.jit(lambda a: losses.contrib.tcl_loss(z[:, 0], z[:, 1], teacher[:, 0], teacher[:, 1],
                                    image_locals=teacher[:, m:m + n_loc],
                                    text_locals=teacher[:, m + n_loc:], text_local_valid=lv,
                                    alpha=a, temperature=0.1))

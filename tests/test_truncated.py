@@ -21,7 +21,7 @@ def _data(seed, *shape):
 
 @functools.partial(jax.jit, static_argnames=("t", "n", "quantile"))
 def _loss(q, k, valid=None, t=0.5, n=None, quantile=None):
-  return losses.truncated_info_nce(q, k, temperature=t, num_negatives=n, quantile=quantile,
+  return losses.contrib.truncated_info_nce(q, k, temperature=t, num_negatives=n, quantile=quantile,
                                    valid=valid)
 
 
@@ -64,11 +64,11 @@ def test_sharded_equals_single_device():
   g = np.random.default_rng(11).uniform(0.5, 1.5, size=b).astype(np.float32)
 
   def body(a, c, v, w):
-    per = losses.truncated_info_nce(a, c, num_negatives=4, valid=v, axis_name="data")
+    per = losses.contrib.truncated_info_nce(a, c, num_negatives=4, valid=v, axis_name="data")
     return jax.lax.psum(jnp.sum(w * per), "data")
 
   total = ref.shard(body, (P("data"),) * 4, P())
-  single = lambda a, c: jnp.sum(g * losses.truncated_info_nce(a, c, num_negatives=4,
+  single = lambda a, c: jnp.sum(g * losses.contrib.truncated_info_nce(a, c, num_negatives=4,
                                                               valid=valid))
   value, got = jax.jit(jax.value_and_grad(total, argnums=(0, 1)))(q, k, valid, g)
   want_value, want = jax.jit(jax.value_and_grad(single, argnums=(0, 1)))(q, k)
@@ -80,10 +80,10 @@ def test_sharded_equals_single_device():
 def test_bad_inputs_name_the_argument():
   q, k = _data(0, B, D), _data(1, B, D)
   with pytest.raises(ValueError, match="'num_negatives' and 'quantile'"):
-    losses.truncated_info_nce(q, k)
+    losses.contrib.truncated_info_nce(q, k)
   with pytest.raises(ValueError, match="'num_negatives'"):
-    losses.truncated_info_nce(q, k, num_negatives=B)
+    losses.contrib.truncated_info_nce(q, k, num_negatives=B)
   with pytest.raises(ValueError, match="'quantile'"):
-    losses.truncated_info_nce(q, k, quantile=0.0)
+    losses.contrib.truncated_info_nce(q, k, quantile=0.0)
   with pytest.raises(ValueError, match="'key'"):
-    losses.truncated_info_nce(q, k[:, :2], num_negatives=2)
+    losses.contrib.truncated_info_nce(q, k[:, :2], num_negatives=2)

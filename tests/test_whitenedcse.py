@@ -66,7 +66,7 @@ def test_sgw_matches_loop_reference_and_whitens():
   x = _data(0, B * K, D) * np.linspace(0.5, 3, D) + 1.0
   rng = jax.random.key(3)
   chunk = _view_chunks(B, K)
-  f = lambda a, method: losses.shuffled_group_whitening(
+  f = lambda a, method: losses.contrib.shuffled_group_whitening(
       a, rng, num_groups=G, chunk_ids=chunk, num_chunks=K, eps=0.0, method=method)
   outs = jax.jit(lambda a: (f(a, "zca"), f(a, "cholesky")))(x)
   perms = _perms(rng, K, D)
@@ -90,7 +90,7 @@ def test_sgw_gradient_matches_reference_with_frozen_whitener():
   valid = np.ones(B * K, bool)
   valid[[2, 7]] = False
   w = _data(2, B * K, D)
-  f = lambda a: jnp.sum(w * losses.shuffled_group_whitening(
+  f = lambda a: jnp.sum(w * losses.contrib.shuffled_group_whitening(
       a, rng, num_groups=G, chunk_ids=chunk, num_chunks=K, eps=1e-3, valid=valid))
   got = np.asarray(jax.jit(jax.grad(f))(x), np.float64)
   perms = _perms(rng, K, D)
@@ -102,7 +102,7 @@ def test_sgw_gradient_matches_reference_with_frozen_whitener():
 
 def test_one_group_zca_is_shuffle_invariant_and_scale_free():
   x = _data(6, 32, D)
-  f = lambda a, shuffle: losses.shuffled_group_whitening(a, jax.random.key(0), num_groups=1,
+  f = lambda a, shuffle: losses.contrib.shuffled_group_whitening(a, jax.random.key(0), num_groups=1,
                                                          eps=0.0, shuffle=shuffle)
   base, shuffled, big, y16 = jax.jit(lambda a, a16: (
       f(a, False), f(a, True), f(a * 1e4 + 3e4, False), f(a16, False)))(
@@ -117,7 +117,7 @@ def test_loss_matches_loop_reference_value_and_gradient():
   z = _data(7, B, K, D)
   valid = np.ones(B, bool)
   valid[5] = False
-  f = jax.jit(lambda a: losses.whitenedcse_loss(a, valid=valid))
+  f = jax.jit(lambda a: losses.contrib.whitenedcse_loss(a, valid=valid))
   np.testing.assert_allclose(f(z), ref_loss(z, valid=valid), rtol=2e-5, atol=1e-5)
   g = np.random.default_rng(8).uniform(0.5, 1.5, B)
   got = np.asarray(jax.jit(jax.grad(lambda a: jnp.sum(g * f(a))))(z), np.float64)
@@ -138,11 +138,11 @@ def test_sharded_equals_single_device(chunking="code"):
   kw = {"num_groups": G, "chunking": chunking, "project": jnp.tanh}
 
   def body(a, v, w):
-    whitened = losses.whitenedcse(a, rng, valid=v, axis_name="data", **kw)
+    whitened = losses.contrib.whitenedcse(a, rng, valid=v, axis_name="data", **kw)
     return jax.lax.psum(jnp.sum(w * whitened), "data")
 
   total = ref.shard(body, (P("data"),) * 3, P())
-  single = lambda a: jnp.sum(g * losses.whitenedcse(a, rng, valid=valid, **kw))
+  single = lambda a: jnp.sum(g * losses.contrib.whitenedcse(a, rng, valid=valid, **kw))
   value, got = jax.jit(jax.value_and_grad(total))(z, valid, g)
   want_value, want = jax.jit(jax.value_and_grad(single))(z)
   np.testing.assert_allclose(value, want_value, rtol=1e-5)
@@ -157,7 +157,7 @@ def test_sharded_equals_single_device(chunking="code"):
 
 def test_bad_inputs_name_the_argument():
   x, rng = _data(0, 8, 6), jax.random.key(0)
-  sgw = losses.shuffled_group_whitening
+  sgw = losses.contrib.shuffled_group_whitening
   with pytest.raises(ValueError, match="'num_groups'"):
     sgw(x, rng, num_groups=4)
   with pytest.raises(ValueError, match="'method'"):
@@ -170,8 +170,8 @@ def test_bad_inputs_name_the_argument():
     sgw(np.ones((8, 6), np.int32), rng, num_groups=2)
   z = _data(0, 4, 3, 6)
   with pytest.raises(ValueError, match="'chunking'"):
-    losses.whitenedcse(z, rng, num_groups=2, chunking="rows")
+    losses.contrib.whitenedcse(z, rng, num_groups=2, chunking="rows")
   with pytest.raises(ValueError, match="'views'"):
-    losses.whitenedcse_loss(z[:, :1])
+    losses.contrib.whitenedcse_loss(z[:, :1])
   with pytest.raises(ValueError, match="'views'"):
-    losses.whitenedcse(z[0], rng)
+    losses.contrib.whitenedcse(z[0], rng)

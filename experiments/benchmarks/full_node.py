@@ -1,4 +1,4 @@
-"""Full-node InfoNCE over all N graph nodes on CPU: ``losses.grace_loss`` with the blockwise
+"""Full-node InfoNCE over all N graph nodes on CPU: ``losses.contrib.grace_loss`` with the blockwise
 kernel, value and gradient, N up to 1e5 (issue #9: "full-node InfoNCE over all N nodes through
 the blockwise kernel, N up to 1e5 on CPU").
 
@@ -34,7 +34,7 @@ def measure(n, dim, block):
   z1 = jax.random.normal(k1, (n, dim))
   z2 = z1 + 0.3 * jax.random.normal(k2, (n, dim))
   f = jax.jit(jax.value_and_grad(
-      lambda a, b: losses.grace_loss(a, b, impl="blockwise", block_size=block).mean(),
+      lambda a, b: losses.contrib.grace_loss(a, b, impl="blockwise", block_size=block).mean(),
       argnums=(0, 1)))
   value, grads = f(z1, z2)
   jax.block_until_ready(grads)
@@ -59,8 +59,8 @@ def main(argv=None):
   n0 = sizes[0]
   k1, k2 = jax.random.split(jax.random.key(0))
   a, b = jax.random.normal(k1, (n0, args.dim)), jax.random.normal(k2, (n0, args.dim))
-  dense = losses.grace_loss(a, b, impl="dense").mean()
-  block = losses.grace_loss(a, b, impl="blockwise", block_size=args.block).mean()
+  dense = losses.contrib.grace_loss(a, b, impl="dense").mean()
+  block = losses.contrib.grace_loss(a, b, impl="blockwise", block_size=args.block).mean()
   check = {"N": n0, "dense": float(dense), "blockwise": float(block),
            "abs_diff": float(abs(dense - block))}
   rows = []

@@ -2,7 +2,7 @@
 (:mod:`~jaxcl.graph.sparse`), LightGCN / power propagation (:mod:`~jaxcl.graph.propagation`),
 kNN hypergraphs applied in factored form (:mod:`~jaxcl.graph.hypergraph`) and meta-path
 adjacency products (:mod:`~jaxcl.graph.metapath`). Pure functions, jit-compatible; the
-full-node contrast over all nodes is :func:`jaxcl.losses.grace_loss` (the one blockwise
+full-node contrast over all nodes is :func:`jaxcl.losses.contrib.grace_loss` (the one blockwise
 kernel)."""
 from jaxcl.graph.sparse import (Edges, bipartite, degrees, edges, from_dense, hstack, normalize,
                                 pad, remove_self_loops, spmm, to_dense, transpose)

@@ -21,7 +21,7 @@ predictor head and optionally the DyCE memory of :mod:`jaxcl.beclr`:
 
 Example:
   >>> import jax
-  >>> from jaxcl.losses import beclr_loss
+  >>> from jaxcl.losses.contrib import beclr_loss
   >>> p1, p2, t1, t2, s1, s2 = jax.random.normal(jax.random.key(1), (6, 8, 4))
   >>> beclr_loss(p1, p2, t1, t2, s1, s2).shape
   (8,)

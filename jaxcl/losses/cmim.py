@@ -89,9 +89,9 @@ Example:
   >>> import jax, jax.numpy as jnp, jaxcl
   >>> x = jax.random.uniform(jax.random.key(0), (4, 6))
   >>> mean, logvar = jnp.zeros((4, 3)), jnp.zeros((4, 3))
-  >>> dec = jaxcl.losses.init_mim_decoder(jax.random.key(1), 3, 6, hidden=(8,))
-  >>> z = jaxcl.losses.posterior_sample(mean, logvar, jax.random.key(2))
-  >>> jaxcl.losses.cmim(x, jaxcl.losses.mim_decoder(dec, z), z, mean, logvar).shape
+  >>> dec = jaxcl.losses.contrib.init_mim_decoder(jax.random.key(1), 3, 6, hidden=(8,))
+  >>> z = jaxcl.losses.contrib.posterior_sample(mean, logvar, jax.random.key(2))
+  >>> jaxcl.losses.contrib.cmim(x, jaxcl.losses.contrib.mim_decoder(dec, z), z, mean, logvar).shape
   (4,)
 """
 from __future__ import annotations

@@ -59,8 +59,8 @@ Example:
   >>> s, t, b = (jax.random.normal(k, (6, 8)) for k in (k1, k2, k3))
   >>> y = jnp.array([0, 1, 0, 1, 2, 3])
   >>> old = jnp.array([True, True, True, True, False, False])   # rehearsal rows
-  >>> both = jax.jit(lambda s, t, b: (jaxcl.losses.nspt(s, t, y, old),
-  ...                                  jaxcl.losses.coconut_mm(s, b, y, ~old)))
+  >>> both = jax.jit(lambda s, t, b: (jaxcl.losses.contrib.nspt(s, t, y, old),
+  ...                                  jaxcl.losses.contrib.coconut_mm(s, b, y, ~old)))
   >>> [v.shape for v in both(s, t, b)]
   [(6,), (6,)]
 """

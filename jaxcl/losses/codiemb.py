@@ -40,7 +40,7 @@ Example:
   >>> r = jax.random.split(jax.random.key(0), 3)
   >>> q = jax.random.normal(r[0], (4, 8))
   >>> pos, neg = jax.random.normal(r[1], (4, 3, 8)), jax.random.normal(r[2], (4, 8, 8))
-  >>> jaxcl.losses.codiemb_ir(q, pos, neg).shape
+  >>> jaxcl.losses.contrib.codiemb_ir(q, pos, neg).shape
   (4,)
 """
 from __future__ import annotations

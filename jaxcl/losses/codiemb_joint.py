@@ -11,8 +11,8 @@ two kinds of rows, told apart by ``task [B]`` (``0`` = IR, ``1`` = STS)::
     L_i = ir_weight  * codiemb_ir(query, positives, hard negatives; IR rows)_i       (IR row)
         + sts_weight * codiemb_sts(every pair of every STS row of the global batch)  (STS row)
 
-:func:`~jaxcl.losses.codiemb_ir` (multi-positive InfoNCE, T = 0.02, in-batch and hard
-negatives of the IR rows only) and :func:`~jaxcl.losses.codiemb_sts` (2 (1 - Pearson) + 0.5 PRO
+:func:`~jaxcl.losses.contrib.codiemb_ir` (multi-positive InfoNCE, T = 0.02, in-batch and hard
+negatives of the IR rows only) and :func:`~jaxcl.losses.contrib.codiemb_sts` (2 (1 - Pearson) + 0.5 PRO
 + 5 RankKL on the cosines, T = 0.05) are the code's losses; STS is one value over the global
 batch, returned on every STS row. The mean over the global batch is therefore
 ``(n_IR / B) mean L_IR + (n_STS / B) L_STS``: the loss of a single-task batch (the code's
@@ -40,7 +40,7 @@ Example:
   >>> import jax, numpy as np, jaxcl
   >>> z = jax.random.normal(jax.random.key(0), (4, 4, 8))
   >>> task = np.array([0, 0, 1, 1]); scores = np.array([[0, 0], [0, 0], [.9, .1], [.5, .3]])
-  >>> jaxcl.losses.codiemb_joint(z, task, scores, positives=2).shape
+  >>> jaxcl.losses.contrib.codiemb_joint(z, task, scores, positives=2).shape
   (4,)
 """
 from __future__ import annotations
@@ -99,7 +99,7 @@ def codiemb_joint(z, task, scores, *, positives=1, form="codiemb", temperature=0
     positives: ``P``, the IR row's positives (``1 <= P < M``; the rest are hard negatives).
     form: ``"codiemb"`` (IR + STS losses) or ``"info_nce"`` (the naive baseline).
     temperature: IR / InfoNCE ``T``; sts_temperature: PRO / RankKL ``T``; ``*_weight``: the
-      STS terms (:func:`~jaxcl.losses.codiemb_sts`) and the two tasks.
+      STS terms (:func:`~jaxcl.losses.contrib.codiemb_sts`) and the two tasks.
     threshold: ``info_nce`` only: STS pairs with ``score >= threshold`` are positives.
     valid: ``[B]`` bool (padded rows: loss 0, nobody's candidate).
   """

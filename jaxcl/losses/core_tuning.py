@@ -86,9 +86,9 @@ Example:
   >>> f = jax.nn.relu(jax.random.normal(jax.random.key(0), (8, 16)))
   >>> y = jnp.array([0, 1, 2, 0, 1, 2, 0, 1])
   >>> w = jax.random.normal(jax.random.key(1), (3, 16)) / 4
-  >>> g = jaxcl.losses.init_contrast_head(jax.random.key(2), 16, hidden=16, out=8)
-  >>> head = lambda x: jaxcl.losses.contrast_head(g, x)
-  >>> loss = jax.jit(lambda f: jaxcl.losses.core_tuning(f, y, w, head, rng=jax.random.key(3)))
+  >>> g = jaxcl.losses.contrib.init_contrast_head(jax.random.key(2), 16, hidden=16, out=8)
+  >>> head = lambda x: jaxcl.losses.contrib.contrast_head(g, x)
+  >>> loss = jax.jit(lambda f: jaxcl.losses.contrib.core_tuning(f, y, w, head, rng=jax.random.key(3)))
   >>> loss(f).shape
   (8,)
 """

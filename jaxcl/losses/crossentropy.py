@@ -21,7 +21,7 @@ get 0 and no gradient whatever their label.
 Example:
   >>> import jax, jax.numpy as jnp, jaxcl
   >>> logits = jax.random.normal(jax.random.key(0), (4, 3))
-  >>> jaxcl.losses.softmax_cross_entropy(logits, jnp.array([0, 2, 1, 0])).shape
+  >>> jaxcl.losses.contrib.softmax_cross_entropy(logits, jnp.array([0, 2, 1, 0])).shape
   (4,)
 """
 from __future__ import annotations

@@ -39,7 +39,7 @@ from a PGD-adversarially-trained classifier (stage 1), without BatchNorm.
 
 Example:
   >>> import jax, jax.numpy as jnp
-  >>> from jaxcl.losses import dat_loss
+  >>> from jaxcl.losses.contrib import dat_loss
   >>> k = jax.random.split(jax.random.key(0), 3)
   >>> real, fake, adv = (jax.random.normal(kk, (4, 10)) for kk in k)
   >>> dat_loss(real, fake, adv, jnp.array([0, 1, 2, 3])).shape

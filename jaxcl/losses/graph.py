@@ -24,7 +24,7 @@ per sampled (user, positive item, negative item) triple, raw dot products (no no
 Example:
   >>> import jax, jaxcl
   >>> z = jax.random.normal(jax.random.key(0), (6, 4))
-  >>> jaxcl.losses.grace_loss(z, z + 0.1).shape
+  >>> jaxcl.losses.contrib.grace_loss(z, z + 0.1).shape
   (6,)
 """
 from __future__ import annotations

@@ -70,10 +70,10 @@ Example:
   >>> import jax, jax.numpy as jnp, jaxcl
   >>> z = jax.random.normal(jax.random.key(0), (6, 2, 8))
   >>> y = jnp.array([0, 1, 2, 0, 1, 2])
-  >>> y2 = jaxcl.losses.hydra_partners(y, "arbitrary", rng=jax.random.key(1))
-  >>> params = jaxcl.losses.init_hydra_gates(jax.random.key(2), 3, 8, embed_dim=4, hidden=8)
-  >>> g = jaxcl.losses.hydra_gates(params, y, y2)
-  >>> jaxcl.losses.hydra(z, y, y2, g, temperature=0.1).shape
+  >>> y2 = jaxcl.losses.contrib.hydra_partners(y, "arbitrary", rng=jax.random.key(1))
+  >>> params = jaxcl.losses.contrib.init_hydra_gates(jax.random.key(2), 3, 8, embed_dim=4, hidden=8)
+  >>> g = jaxcl.losses.contrib.hydra_gates(params, y, y2)
+  >>> jaxcl.losses.contrib.hydra(z, y, y2, g, temperature=0.1).shape
   (6,)
 """
 from __future__ import annotations

@@ -52,7 +52,7 @@ Example:
   >>> k = jax.random.split(jax.random.key(0), 4)
   >>> u, v = jax.random.normal(k[0], (8, 16)), jax.random.normal(k[1], (8, 16))
   >>> hi, ht = jax.random.normal(k[2], (8, 2, 16)), jax.random.normal(k[3], (8, 2, 16))
-  >>> jax.jit(jaxcl.losses.cl2l_loss)(u, v, hi, ht).shape
+  >>> jax.jit(jaxcl.losses.contrib.cl2l_loss)(u, v, hi, ht).shape
   (8,)
 """
 from __future__ import annotations

@@ -38,9 +38,9 @@ Example:
   >>> z = jax.random.normal(jax.random.key(0), (4, 8))
   >>> e = jax.random.normal(jax.random.key(1), (3, 8))
   >>> y = jnp.array([0, 2, 1, 0])
-  >>> jaxcl.losses.label_contrast(z, e, y, temperature=0.1).shape
+  >>> jaxcl.losses.contrib.label_contrast(z, e, y, temperature=0.1).shape
   (4,)
-  >>> jaxcl.losses.label_contrast(z, e, y, form="binary", temperature=0.1, num_negatives=1,
+  >>> jaxcl.losses.contrib.label_contrast(z, e, y, form="binary", temperature=0.1, num_negatives=1,
   ...                             rng=jax.random.key(2)).shape
   (4,)
 """

@@ -88,12 +88,12 @@ strong baseline when features are sums of label prototypes.
 
 Example:
   >>> import jax, jax.numpy as jnp, jaxcl
-  >>> params = jaxcl.losses.init_laso(jax.random.key(0), dim=8, num_labels=3)
+  >>> params = jaxcl.losses.contrib.init_laso(jax.random.key(0), dim=8, num_labels=3)
   >>> x = jax.nn.relu(jax.random.normal(jax.random.key(1), (6, 8)))
   >>> y = jnp.array([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 0]])
-  >>> jaxcl.losses.laso_loss(params, x, y).shape
+  >>> jaxcl.losses.contrib.laso_loss(params, x, y).shape
   (6,)
-  >>> jaxcl.losses.laso_op(params, "intersect", x[:3], x[3:]).shape
+  >>> jaxcl.losses.contrib.laso_op(params, "intersect", x[:3], x[3:]).shape
   (3, 8)
 """
 from __future__ import annotations

@@ -28,7 +28,7 @@ into independent per-example terms (as Hydra's). The value returned for sample `
 Kernel: the negatives' log-sum-exp is :func:`jaxcl.kernels.contrastive_lse` with label / validity
 tags (``impl=`` honoured); the per-positive denominator needs each positive logit on its own,
 which the kernel does not return (only their sum), so the ``[R_local, R_global]`` logits are also
-formed densely for the softplus terms (as :func:`jaxcl.losses.hydra`).
+formed densely for the softplus terms (as :func:`jaxcl.losses.contrib.hydra`).
 
 Distributed semantics: rows, labels and validity are gathered along ``axis_name``; anchors are
 the local rows; the positive-pair count is ``psum``-ed. Value and gradient equal the
@@ -37,7 +37,7 @@ single-device call on the full batch.
 Example:
   >>> import jax, jax.numpy as jnp, jaxcl
   >>> z = jax.random.normal(jax.random.key(0), (4, 2, 8))
-  >>> jaxcl.losses.label_nt_xent(z, jnp.array([0, 1, 0, 2])).shape
+  >>> jaxcl.losses.contrib.label_nt_xent(z, jnp.array([0, 1, 0, 2])).shape
   (4,)
 """
 from __future__ import annotations

@@ -70,11 +70,11 @@ Example:
   >>> import jax, jaxcl
   >>> k = jax.random.split(jax.random.key(0), 3)
   >>> x, fixed = jax.random.normal(k[0], (8, 5)), jax.random.normal(k[1], (8, 5))
-  >>> lam, partner = jaxcl.losses.m3co_mixing(k[2], 8)
-  >>> mixed = jaxcl.losses.m3co_mix(x, lam, partner)        # then encode, here the identity
-  >>> jaxcl.losses.m3co_loss(mixed, fixed, lam, partner).shape
+  >>> lam, partner = jaxcl.losses.contrib.m3co_mixing(k[2], 8)
+  >>> mixed = jaxcl.losses.contrib.m3co_mix(x, lam, partner)        # then encode, here the identity
+  >>> jaxcl.losses.contrib.m3co_loss(mixed, fixed, lam, partner).shape
   (8,)
-  >>> jaxcl.losses.soft_clip_loss(x, fixed).shape
+  >>> jaxcl.losses.contrib.soft_clip_loss(x, fixed).shape
   (8,)
 """
 from __future__ import annotations

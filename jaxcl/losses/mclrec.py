@@ -31,7 +31,7 @@ any negative has ``R = 0``.
 Example:
   >>> import jax, jaxcl
   >>> a = jax.random.normal(jax.random.key(0), (6, 4)); b = a + 0.1
-  >>> float(jaxcl.losses.margin_regularizer(a, b).mean()) >= 0
+  >>> float(jaxcl.losses.contrib.margin_regularizer(a, b).mean()) >= 0
   True
 """
 from __future__ import annotations

@@ -51,7 +51,7 @@ Example:
   >>> import jax, jaxcl
   >>> a = jax.random.normal(jax.random.key(0), (6, 4))
   >>> clusters = jax.numpy.array([[0, 0], [0, 1], [1, 1], [1, 2], [2, 2], [2, 0]])
-  >>> jaxcl.losses.meow_info_nce(a, a + 0.1, clusters).shape
+  >>> jaxcl.losses.contrib.meow_info_nce(a, a + 0.1, clusters).shape
   (6,)
 """
 from __future__ import annotations

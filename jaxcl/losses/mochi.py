@@ -32,7 +32,7 @@ apply to the log-sum-exp, not to the mining).
 Example:
   >>> import jax, jaxcl
   >>> q = jax.random.normal(jax.random.key(0), (8, 16)); k = q + 0.1
-  >>> jaxcl.losses.mochi_loss(q, k, rng=jax.random.key(1), num_hard=4, num_mix=3,
+  >>> jaxcl.losses.contrib.mochi_loss(q, k, rng=jax.random.key(1), num_hard=4, num_mix=3,
   ...                         num_mix_query=2).shape
   (8,)
 """

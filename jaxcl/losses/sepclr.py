@@ -63,7 +63,7 @@ without the k-JEM term.
 
 Example:
   >>> import jax, jax.numpy as jnp
-  >>> from jaxcl.losses import sepclr
+  >>> from jaxcl.losses.contrib import sepclr
   >>> z = jax.random.normal(jax.random.key(0), (6, 2, 8))
   >>> y = jnp.array([0, 1, 0, 1, 1, 0])  # 0 = background, 1 = target
   >>> jax.jit(lambda z: sepclr(z, y, common_dim=4))(z).shape

@@ -53,7 +53,7 @@ Example:
   >>> import jax, jax.numpy as jnp, jaxcl
   >>> f = jax.random.normal(jax.random.key(0), (6, 2, 8))
   >>> y = jnp.array([0., 1., 2., 3., 1., 2.])
-  >>> jaxcl.losses.supremix(f, y, rng=jax.random.key(1)).shape
+  >>> jaxcl.losses.contrib.supremix(f, y, rng=jax.random.key(1)).shape
   (6,)
 """
 from __future__ import annotations

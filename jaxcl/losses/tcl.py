@@ -63,7 +63,7 @@ Example:
   >>> k = jax.random.split(jax.random.key(0), 6)
   >>> v, t, vm, tm = (jax.random.normal(x, (4, 8)) for x in k[:4])
   >>> vl, tl = jax.random.normal(k[4], (4, 3, 8)), jax.random.normal(k[5], (4, 5, 8))
-  >>> jaxcl.losses.tcl_loss(v, t, vm, tm, image_locals=vl, text_locals=tl, alpha=0.4).shape
+  >>> jaxcl.losses.contrib.tcl_loss(v, t, vm, tm, image_locals=vl, text_locals=tl, alpha=0.4).shape
   (4,)
 """
 from __future__ import annotations

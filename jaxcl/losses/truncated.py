@@ -27,7 +27,7 @@ Sharded equals single-device.
 Example:
   >>> import jax, jaxcl
   >>> q = jax.random.normal(jax.random.key(0), (8, 16)); k = q + 0.1
-  >>> jaxcl.losses.truncated_info_nce(q, k, temperature=0.5, num_negatives=3).shape
+  >>> jaxcl.losses.contrib.truncated_info_nce(q, k, temperature=0.5, num_negatives=3).shape
   (8,)
 """
 from __future__ import annotations

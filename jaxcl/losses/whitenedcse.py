@@ -29,7 +29,7 @@ of a third of the sentences), over the global batch.
 Example:
   >>> import jax, jaxcl
   >>> z = jax.random.normal(jax.random.key(0), (16, 3, 8))
-  >>> jaxcl.losses.whitenedcse(z, jax.random.key(1), num_groups=2).shape
+  >>> jaxcl.losses.contrib.whitenedcse(z, jax.random.key(1), num_groups=2).shape
   (16,)
 """
 from __future__ import annotations

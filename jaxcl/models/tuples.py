@@ -3,7 +3,7 @@ methods.md ``table_integration``), in Flax linen.
 
 Input: character-3-gram hashed features ``[N, H]`` of tuple strings
 (:func:`jaxcl.data.tables.hash_ngrams`). ``encode``: ``Dense(hidden) - relu - Dense(dim)``, then
-L2 normalisation (so the adversarial ``epsilon`` of :func:`jaxcl.losses.ssacl_loss` is relative
+L2 normalisation (so the adversarial ``epsilon`` of :func:`jaxcl.losses.contrib.ssacl_loss` is relative
 to a unit embedding). ``classify(a, b)``: ``Dense(head_hidden) - relu - Dense(1)`` on
 ``[a * b, |a - b|]``, symmetric in ``(a, b)`` -- a simplification of Robin's ``AIJNet``
 (attention over the concatenated pair; its released shapes do not line up, methods.md).

@@ -219,10 +219,10 @@ def coconut_objective(config, num_classes, example_shape):
     per = head.apply(params, z, y, rng, axis_name)
     if w1:
       zt = teacher_embed(state, inputs[0])
-      per = per + w1 * jaxcl.losses.nspt(z[:, 0], zt, y, old, temperature=t,
+      per = per + w1 * jaxcl.losses.contrib.nspt(z[:, 0], zt, y, old, temperature=t,
                                          axis_name=axis_name)
     if w2:
-      per = per + w2 * jaxcl.losses.coconut_mm(z[:, 0], z[:, 1], y, ~old, temperature=t,
+      per = per + w2 * jaxcl.losses.contrib.coconut_mm(z[:, 0], z[:, 1], y, ~old, temperature=t,
                                                axis_name=axis_name)
     return per, state
 

@@ -13,7 +13,7 @@ tower (``config.model.shared_tower``, all-MiniLM-L6-v2 with ``config.model.pretr
 
 Both are rows of one multi-column token dataset (``M = 1 + P + N`` blocks of ``text_len``
 tokens; the shared tower needs one block shape, so words are padded to the gloss length in
-training); the row's task and STS scores ride in its label (``jaxcl.losses.codiemb_labels``)
+training); the row's task and STS scores ride in its label (``jaxcl.losses.contrib.codiemb_labels``)
 and the objective ``codiemb_joint`` (``jaxcl/train/objectives.py``) applies the IR or STS loss
 per row (``config.loss.kwargs.form``: ``"codiemb"`` or ``"info_nce"``, the naive baseline).
 ``config.codiemb.single_task``: CoDiEmb's single-task batches (:func:`jaxcl.data.text.batches`
@@ -130,9 +130,9 @@ def sts_rows(wn, m, pairs):
 
 def training_data(wn, m, tokenize, seed, vocab):
   """``(name, x [R, M * text_len], y [R], task [R])`` with the dataset registered (IR rows then
-  STS rows; ``y`` = :func:`jaxcl.losses.codiemb_labels`)."""
+  STS rows; ``y`` = :func:`jaxcl.losses.contrib.codiemb_labels`)."""
   from jaxcl.data import text
-  from jaxcl.losses import codiemb_labels
+  from jaxcl.losses.contrib import codiemb_labels
   cols = columns_of(m)
   ir = ir_rows(wn, m, seed)
   sts, scores = sts_rows(wn, m, cols // 2)

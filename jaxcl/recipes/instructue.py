@@ -11,7 +11,7 @@ it has seen the behaviour and the question, not the answer); the answer's text e
 ``t = W_t mean(h)`` of the same LM run on ``[BOS ; answer ; EOS]`` without a user prefix (the
 paper does not pin pooling nor whether t comes from the same LLM: the same LM, mean pooled)::
 
-    method "instructue": L = L_AR + lambda L_CL       (jaxcl.losses.instructue_loss)
+    method "instructue": L = L_AR + lambda L_CL       (jaxcl.losses.contrib.instructue_loss)
     method "cl":         L = L_CL                      (contrastive only)
     method "ar":         L = L_AR                      (autoregressive only)
 
@@ -181,7 +181,7 @@ def forward(params, events, question, answer, s: Settings):
 def loss_fn(params, batch, w, s: Settings):
   logits, targets, u, t = forward(params, batch["events"], batch["question"], batch["answer"], s)
   ar_w, cl_w = w[0], w[1]
-  per = losses.instructue_loss(logits, targets, jnp.ones(targets.shape, bool), u, t,
+  per = losses.contrib.instructue_loss(logits, targets, jnp.ones(targets.shape, bool), u, t,
                                weight=cl_w, ar_weight=ar_w, temperature=s.temperature,
                                answer_ids=batch["answer_id"])
   return jnp.mean(per)

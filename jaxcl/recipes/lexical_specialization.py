@@ -4,7 +4,7 @@ Green, Ponzetto, Glavas, "Massively Multilingual Lexical Specialization of Multi
 Transformers" (ACL 2023, arXiv 2208.01018, v1 "BabelBERT"; methods.md ``lexical_specialization``):
 words fed in isolation (``[CLS] w [SEP]``), the word vector = the mean of the last-layer states
 over the word's subword tokens, fine-tuned on synonym pairs with label-based NT-Xent
-(:func:`jaxcl.losses.label_nt_xent`, tau = 0.07, label = synset: other pairs of the same synset
+(:func:`jaxcl.losses.contrib.label_nt_xent`, tau = 0.07, label = synset: other pairs of the same synset
 in the batch are positives too).
 
 The proxy (English only, offline): the pretrained all-MiniLM-L6-v2 tower

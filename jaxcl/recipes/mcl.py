@@ -115,13 +115,12 @@ def cluster(features, num_clusters, seed, num_iters=50):
 def grouped_objective(config):
   """``objective(z, labels, rng, axis_name)`` calling the two-view loss with
   ``group_ids=labels`` (the ``"mask"`` mechanism; the batch's ``y`` is the pseudo-label)."""
-  import jaxcl.losses
   from jaxcl.train.config import ConfigError, loss_fn
   fn = loss_fn(config)
   if config.views.num != 2 or "group_ids" not in inspect.signature(fn).parameters:
     raise ConfigError(f"config.mcl.mechanism='mask' needs a two-view loss with 'group_ids' "
                       f"and views.num=2 (got {config.loss.name!r}, {config.views.num} views)")
-  loss = functools.partial(getattr(jaxcl.losses, config.loss.name), **dict(config.loss.kwargs))
+  loss = functools.partial(fn, **dict(config.loss.kwargs))
 
   def objective(z, labels, rng, axis_name):
     del rng

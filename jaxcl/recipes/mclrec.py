@@ -10,7 +10,7 @@ d`` with GELU and an L2-normalised output (the reference's ``Extractor`` 64-32-1
 
     L_rec  = CE over all items of h @ E_item^T                (next item; loss_type CE)
     L_cl   = NT(h0, h1; tau, dot)                             (jaxcl.losses.nt_xent, normalize=False)
-    L_meta = jaxcl.losses.mclrec_meta_loss(h0, h1, h2, h3)    (3 NT-Xent + 0.1 * margin terms)
+    L_meta = jaxcl.losses.contrib.mclrec_meta_loss(h0, h1, h2, h3)    (3 NT-Xent + 0.1 * margin terms)
 
     method "sasrec":  L_rec
     method "cl4srec": L_rec + lambda L_cl
@@ -166,7 +166,7 @@ def losses_of(params, batch, views, rng, s: Settings, with_rec=True):
     a = params["augmenter"]
     h2 = Augmenter(s.dim).apply(a["a1"], h0)
     h3 = Augmenter(s.dim).apply(a["a2"], h1)
-    out["meta"] = jnp.mean(losses.mclrec_meta_loss(h0, h1, h2, h3, margin_weight=s.margin_weight,
+    out["meta"] = jnp.mean(losses.contrib.mclrec_meta_loss(h0, h1, h2, h3, margin_weight=s.margin_weight,
                                                    margin_temperature=s.tau))
   return out
 

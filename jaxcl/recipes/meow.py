@@ -24,10 +24,10 @@ Objectives (``config.meow.method``), all over all ``N`` target nodes:
   negative, weight 1, the positive in the denominator);
 * ``meow``: per step, spherical k-means (:mod:`jaxcl.kmeans`, k-means++ then ``kmeans_iters``
   Lloyd steps, one rng per step) of the detached fine projections for each ``K`` in
-  ``cluster_ks``; :func:`jaxcl.losses.meow_info_nce` with ``w_ij = T - #co-clusterings`` plus
-  ``lambda_proto`` times the mean over clusterings of :func:`jaxcl.losses.proto_nce` (PCL
-  concentrations, :func:`jaxcl.losses.concentration`);
-* ``adameow``: :func:`jaxcl.losses.adameow_info_nce` (fine anchors, coarse candidates, weights
+  ``cluster_ks``; :func:`jaxcl.losses.contrib.meow_info_nce` with ``w_ij = T - #co-clusterings`` plus
+  ``lambda_proto`` times the mean over clusterings of :func:`jaxcl.losses.contrib.proto_nce` (PCL
+  concentrations, :func:`jaxcl.losses.contrib.concentration`);
+* ``adameow``: :func:`jaxcl.losses.contrib.adameow_info_nce` (fine anchors, coarse candidates, weights
   ``sigmoid(MLP(z_f,i + z_c,j))`` learned jointly); ``weight_norm = "mean"`` (default) rescales
   each row's weights to mean 1 (the guard against the all-zero collapse); ``None`` is the
   released code's unconstrained form. The mean raw weight is logged (``train/weight_mean``).
@@ -122,7 +122,7 @@ def init_params(rng, feat_dim, dim, hidden=16):
           "f1": [w(dim, dim) for _ in range(m)],
           "att": w(dim, dim), "attb": z(dim), "q": glorot(next(ks), (dim, 1))[:, 0],
           "proj": w(dim, dim), "projb": z(dim),
-          "mlp": losses.init_weight_mlp(next(ks), dim, hidden)}
+          "mlp": losses.contrib.init_weight_mlp(next(ks), dim, hidden)}
 
 
 def _unit(x):
@@ -166,16 +166,16 @@ def loss_fn(params, inputs, rng, cfg):
   elif cfg.method == "meow":
     cl = clusterings(e["p_f"], rng, tuple(cfg.cluster_ks), cfg.kmeans_iters)
     assign = jnp.stack([a for _, a in cl], axis=1)
-    info = jnp.mean(losses.meow_info_nce(e["p_c"], e["p_f"], assign, impl=cfg.impl,
+    info = jnp.mean(losses.contrib.meow_info_nce(e["p_c"], e["p_f"], assign, impl=cfg.impl,
                                          block_size=cfg.block_size, **kw))
     proto = jnp.mean(jnp.stack([
-        jnp.mean(losses.proto_nce(e["p_c"], mu, a, losses.concentration(
+        jnp.mean(losses.contrib.proto_nce(e["p_c"], mu, a, losses.contrib.concentration(
             e["p_f"], mu, a, temperature=cfg.temperature)))
         for mu, a in cl]))
     out.update(info=info, proto=proto)
     total = info + cfg.lambda_proto * proto
   else:
-    per, wmean = losses.adameow_info_nce(e["p_f"], e["p_c"], params["mlp"],
+    per, wmean = losses.contrib.adameow_info_nce(e["p_f"], e["p_c"], params["mlp"],
                                          normalize_weights=cfg.weight_norm,
                                          block_size=cfg.ada_block, return_weights=True, **kw)
     total = jnp.mean(per)

@@ -15,7 +15,7 @@ Model (methods.md ``mmhcl``; the reference's ``Models.py`` / ``main.py``). Free 
 
 ``view = "fused"`` (the code): ``U_v, I_v = U, I``; ``view = "first_order"`` (the paper's text,
 first- vs second-order MI): ``U_v, I_v = U_1, I_1``. GRACE is the full-node InfoNCE over all
-users / all items (:func:`jaxcl.losses.grace_loss`, anchors in the first view, inter- and
+users / all items (:func:`jaxcl.losses.contrib.grace_loss`, anchors in the first view, inter- and
 intra-view negatives, ``T = 0.6``) through the one blockwise kernel. BPR batches: ``batch_size``
 users drawn uniformly, one training positive each and one uniform negative outside the user's
 training items (the first of 8 draws that is not a positive). Hypergraphs and LightGCN run as
@@ -138,15 +138,15 @@ def loss_fn(params, graphs, batch, cfg):
   e = embed(params, graphs, cfg)
   users, pos, neg = batch
   u, p, n = e["user"][users], e["item"][pos], e["item"][neg]
-  bpr = jnp.mean(losses.bpr_loss(u, p, n))
+  bpr = jnp.mean(losses.contrib.bpr_loss(u, p, n))
   reg = cfg.reg * 0.5 * (jnp.sum(u * u) + jnp.sum(p * p) + jnp.sum(n * n)) / users.shape[0]
   out = {"bpr": bpr, "reg": reg}
   total = bpr + reg
   if cfg.method == "mmhcl":
     view = "" if cfg.view == "fused" else "_1"
     kw = dict(temperature=cfg.temperature, impl=cfg.impl, block_size=cfg.block_size)
-    out["cl_item"] = jnp.mean(losses.grace_loss(e["item" + view], e["item_2"], **kw))
-    out["cl_user"] = jnp.mean(losses.grace_loss(e["user" + view], e["user_2"], **kw))
+    out["cl_item"] = jnp.mean(losses.contrib.grace_loss(e["item" + view], e["item_2"], **kw))
+    out["cl_user"] = jnp.mean(losses.contrib.grace_loss(e["user" + view], e["user_2"], **kw))
     total = total + cfg.lambda_i * out["cl_item"] + cfg.lambda_u * out["cl_user"]
   out["loss"] = total
   return total, out

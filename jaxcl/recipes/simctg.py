@@ -2,7 +2,7 @@
 contrastive token loss (Su et al., "A Contrastive Framework for Neural Text Generation",
 NeurIPS 2022, arXiv 2202.06417; methods.md ``contrastive_search``)::
 
-    L = L_MLE + weight * L_CL,   L_CL = losses.simctg_loss(last-layer states, margin=rho)
+    L = L_MLE + weight * L_CL,   L_CL = losses.contrib.simctg_loss(last-layer states, margin=rho)
 
 ``weight = 0`` is the MLE baseline (``L_CL`` is still computed and logged, so both arms run
 the same program: one compile, identical cost). The LM is :class:`jaxcl.models.lm.CausalLM`;
@@ -48,7 +48,7 @@ from ml_collections import ConfigDict
 
 from jaxcl import jsonio
 from jaxcl.eval import generation
-from jaxcl.losses import simctg_loss
+from jaxcl.losses.contrib import simctg_loss
 from jaxcl.models.lm import CausalLM
 from jaxcl.train.sharding import AXIS, make_mesh
 

@@ -14,7 +14,7 @@ operations) is drawn on the host
 (:func:`jaxcl.data.tables.augment`; a fixed pool keeps the loop one compiled scan); each step
 takes ``batch`` anchors, ``n_pos`` positives from each anchor's pool (with replacement) and
 ``n_neg`` random *other* training tuples as negatives (which may be true duplicates -- the
-self-supervised label noise of the method), and minimises :func:`jaxcl.losses.ssacl_loss`
+self-supervised label noise of the method), and minimises :func:`jaxcl.losses.contrib.ssacl_loss`
 (``w_adv = 0``: the arm without adversarial positives; ``w_adv > 0``: FGSM positives at radius
 ``epsilon`` with the corrected ``+`` sign). Adam, constant rate (in the optimiser state).
 
@@ -117,7 +117,7 @@ def loss_fn(params, x, x_aug, rng, hyper, cfg):
   en = enc(x[nidx])
   # w_adv and epsilon are traced (``hyper``): one compile serves every arm; the adversarial
   # positive is computed (and weighted by 0) for the w_adv = 0 arm too, so the arms cost the same.
-  _, (nce, adv) = losses.ssacl_loss(classify, e, ep, en, epsilon=hyper["epsilon"], w_adv=1.0,
+  _, (nce, adv) = losses.contrib.ssacl_loss(classify, e, ep, en, epsilon=hyper["epsilon"], w_adv=1.0,
                                     pgd_steps=cfg.pgd_steps, return_terms=True)
   loss = jnp.mean(nce + hyper["w_adv"] * adv)
   return loss, {"loss": loss, "nce": jnp.mean(nce), "adv": jnp.mean(adv)}

@@ -175,13 +175,12 @@ def check_kwargs(fn, kwargs, where, reserved=()):
 
 
 def loss_fn(config):
-  import jaxcl.losses
   from jaxcl.train import objectives
   name = config.loss.name
-  fn = getattr(jaxcl.losses, name, None)
-  if name not in jaxcl.losses.__all__ or fn is None:
-    raise ConfigError(f"config.loss.name={name!r} is not a jaxcl.losses function "
-                      f"(available: {', '.join(jaxcl.losses.__all__)})")
+  fn = objectives.loss_function(name)
+  if fn is None:
+    raise ConfigError(f"config.loss.name={name!r} is not a jaxcl.losses or jaxcl.losses.contrib "
+                      f"function (with a trainer objective: {', '.join(sorted(objectives.KINDS))})")
   if name not in objectives.KINDS:
     raise ConfigError(f"config.loss.name={name!r} has no trainer objective adapter "
                       f"(supported: {', '.join(sorted(objectives.KINDS))})")

@@ -64,6 +64,16 @@ import jax.numpy as jnp
 
 from jaxcl.losses._common import as_int, check_int
 
+
+def loss_function(name):
+  """The objective ``name`` of :mod:`jaxcl.losses` (the core) or :mod:`jaxcl.losses.contrib`;
+  None when neither exports it."""
+  import jaxcl.losses
+  for space in (jaxcl.losses, jaxcl.losses.contrib):
+    if name in space.__all__ and name != "contrib":
+      return getattr(space, name)
+  return None
+
 KINDS = {
     "nt_xent": "pair", "dcl": "pair", "dclw": "pair", "info_nce": "pair", "clip_loss": "pair",
     "siglip_loss": "pair", "truncated_info_nce": "pair", "mochi_loss": "pair",
@@ -274,7 +284,7 @@ def make_objective(name, kwargs, num_views, num_global_views=None):
     kwargs = {k: v for k, v in dict(kwargs).items() if k not in own}
     if own.get("learn_temperature") or own.get("learn_bias"):
       return scaled_pair_objective(name, kwargs, **own)
-  fn = functools.partial(getattr(jaxcl.losses, name), **dict(kwargs))
+  fn = functools.partial(loss_function(name), **dict(kwargs))
   kind, with_rng = KINDS[name], takes_rng(fn.func)
 
   def objective(z, labels, rng, axis_name, queue=None):
@@ -338,8 +348,7 @@ def scaled_pair_objective(name, kwargs, *, learn_temperature=False, learn_bias=F
   100 by ``project``, Radford et al. 2021) and, for SigLIP, a learnable ``bias`` (init
   ``bias`` = -10, scale init 10: Zhai et al. 2023). Columns of ``z [B, C, D]``: the pwe mean
   over column pairs (two modalities / views: the loss itself)."""
-  import jaxcl.losses
-  fn = getattr(jaxcl.losses, name)
+  fn = loss_function(name)
   if learn_bias and name != "siglip_loss":
     raise ValueError(f"{name}: 'learn_bias' applies to siglip_loss only")
   if max_scale is not None and not max_scale > 0:
@@ -450,7 +459,7 @@ def classifier_objective(kwargs):
 
       L_i = 1/K sum_v softmax_cross_entropy(z[i, v] W.T + b, y_i)
 
-  (:func:`jaxcl.losses.softmax_cross_entropy`, float32 logits). ``num_classes`` (required,
+  (:func:`jaxcl.losses.contrib.softmax_cross_entropy`, float32 logits). ``num_classes`` (required,
   ``config.loss.kwargs``) must cover the dataset's labels; ``W`` starts as ``N(0, 1/D)``, ``b``
   at 0; no projection, no freezing. The probe still reads the encoder output ``h``.
   """
@@ -459,7 +468,7 @@ def classifier_objective(kwargs):
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("softmax_cross_entropy").items()}
   num_classes = class_count(own["num_classes"], "classifier")
-  loss = functools.partial(jaxcl.losses.softmax_cross_entropy, **kw)
+  loss = functools.partial(jaxcl.losses.contrib.softmax_cross_entropy, **kw)
 
   def logits(params, zv):
     return jnp.einsum("bd,cd->bc", zv.astype(jnp.float32), params["w"],
@@ -489,7 +498,7 @@ def beclr_objective(kwargs, num_views):
 
   DyCE per step (reference order ``insert_first``): the global batch of view 1 then of view 2
   is written into each memory, then every row gets the ``dyce_top_k`` nearest members of its
-  nearest centre; the loss (:func:`jaxcl.losses.beclr_loss`) runs over the ``B (1 + k)``
+  nearest centre; the loss (:func:`jaxcl.losses.contrib.beclr_loss`) runs over the ``B (1 + k)``
   enhanced rows, pairing the ``j``-th neighbour of view 1's row ``i`` with the ``j``-th
   neighbour of view 2's row ``i`` (the reference code's pairing). A neighbour row counts only
   when all six arrays have it, the memories have been clustered (full once) and at least
@@ -513,7 +522,7 @@ def beclr_objective(kwargs, num_views):
                      f"must be in [1, dyce_memory={memory}]")
   if order not in beclr.ORDERS:
     raise ValueError(f"beclr_loss: 'dyce_order' must be one of {beclr.ORDERS}, got {order!r}")
-  loss = functools.partial(jaxcl.losses.beclr_loss, **kw)
+  loss = functools.partial(jaxcl.losses.contrib.beclr_loss, **kw)
   names = ("teacher", "prediction", "projection")
 
   def predict(params, z):
@@ -576,7 +585,7 @@ def beclr_objective(kwargs, num_views):
 def hydra_objective(kwargs):
   """Hydra / SimLAP (Wu et al., arXiv 2410.18200) as a :class:`ParamObjective` that owns the
   class-pair gate: label embeddings ``E [num_classes, gate_embed_dim]`` and the gate MLP
-  (:func:`jaxcl.losses.init_hydra_gates`), plus, with ``learn_temperature`` (default, as the
+  (:func:`jaxcl.losses.contrib.init_hydra_gates`), plus, with ``learn_temperature`` (default, as the
   reference's learnable scale ``exp(theta)``), ``theta = log(1 / temperature)`` initialised
   from ``config.loss.kwargs.temperature`` (default 0.1). Per step::
 
@@ -586,7 +595,7 @@ def hydra_objective(kwargs):
 
   Extra ``config.loss.kwargs``: ``num_classes`` (required, the dataset's classes),
   ``partners`` (``identical`` / ``distinct`` / ``arbitrary``), ``gate_embed_dim``,
-  ``gate_hidden``, ``learn_temperature``; the rest go to :func:`jaxcl.losses.hydra`
+  ``gate_hidden``, ``learn_temperature``; the rest go to :func:`jaxcl.losses.contrib.hydra`
   (``variant``, ``symmetric``, ...). Health: ``hydra/temperature`` and, over the gates of the
   ``C`` identical pairs ``(c, c)``, ``hydra/gate_mean`` (mean gate value) and
   ``hydra/gate_entropy`` (mean Bernoulli entropy, nats; ``ln 2`` when undecided).
@@ -594,7 +603,7 @@ def hydra_objective(kwargs):
   import math
   import jaxcl.losses
   import importlib
-  hydra_lib = importlib.import_module("jaxcl.losses.hydra")  # the name is the function
+  hydra_lib = importlib.import_module("jaxcl.losses.hydra")  # the module (contrib.hydra is the function)
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("hydra").items()}
   num_classes = class_count(own["num_classes"], "hydra")
@@ -609,19 +618,19 @@ def hydra_objective(kwargs):
   t0 = float(kw.pop("temperature", 0.1))
   if not t0 > 0:
     raise ValueError(f"hydra: 'temperature' must be > 0, got {t0}")
-  loss = functools.partial(jaxcl.losses.hydra, **kw)
+  loss = functools.partial(jaxcl.losses.contrib.hydra, **kw)
 
   def temperature(params):
     return jnp.exp(-params["log_scale"]) if learn else t0
 
   def apply(params, z, labels, rng, axis_name):
-    y2 = jaxcl.losses.hydra_partners(labels, mode, rng=rng, num_classes=num_classes,
+    y2 = jaxcl.losses.contrib.hydra_partners(labels, mode, rng=rng, num_classes=num_classes,
                                      axis_name=axis_name)
-    g = jaxcl.losses.hydra_gates(params["gate"], labels, y2)
+    g = jaxcl.losses.contrib.hydra_gates(params["gate"], labels, y2)
     return loss(z, labels, y2, g, temperature=temperature(params), axis_name=axis_name)
 
   def init(rng, dim):
-    params = {"gate": jaxcl.losses.init_hydra_gates(rng, num_classes, dim, embed_dim=embed_dim,
+    params = {"gate": jaxcl.losses.contrib.init_hydra_gates(rng, num_classes, dim, embed_dim=embed_dim,
                                                     hidden=hidden)}
     if learn:
       params["log_scale"] = jnp.asarray(math.log(1.0 / t0), jnp.float32)
@@ -630,7 +639,7 @@ def hydra_objective(kwargs):
   def health(params, z, axis_name):
     del z, axis_name
     c = jnp.arange(num_classes)
-    g = jaxcl.losses.hydra_gates(params["gate"], c, c)
+    g = jaxcl.losses.contrib.hydra_gates(params["gate"], c, c)
     p = jnp.clip(g, 1e-6, 1 - 1e-6)
     entropy = -(p * jnp.log(p) + (1 - p) * jnp.log1p(-p))
     return {"hydra/temperature": jnp.asarray(temperature(params), jnp.float32),
@@ -646,7 +655,7 @@ def label_contrast_objective(kwargs):
 
       L_i = 1/K sum_v label_contrast(z[:, v], E, y)_i
 
-  (:func:`jaxcl.losses.label_contrast`; view ``v`` gets ``fold_in(rng, v)`` for sampled
+  (:func:`jaxcl.losses.contrib.label_contrast`; view ``v`` gets ``fold_in(rng, v)`` for sampled
   negatives). ``num_classes`` (required, ``config.loss.kwargs``) must cover the dataset's
   labels; the other kwargs (``form``, ``temperature``, ``normalize``, ``num_negatives``) go to
   the loss. The probe still reads the encoder output ``h``.
@@ -656,7 +665,7 @@ def label_contrast_objective(kwargs):
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("label_contrast").items()}
   num_classes = class_count(own["num_classes"], "label_contrast")
-  loss = functools.partial(jaxcl.losses.label_contrast, **kw)
+  loss = functools.partial(jaxcl.losses.contrib.label_contrast, **kw)
 
   def apply(params, z, labels, rng, axis_name):
     per = [loss(z[:, v], params["label_embeddings"], labels, axis_name=axis_name,
@@ -673,7 +682,7 @@ def label_contrast_objective(kwargs):
 
 def laso_objective(kwargs):
   """LaSO (Alfassy et al., arXiv 1902.09811) as a :class:`ParamObjective` that owns the three
-  label-set operation networks and the multi-label classifier (:func:`jaxcl.losses.init_laso`,
+  label-set operation networks and the multi-label classifier (:func:`jaxcl.losses.contrib.init_laso`,
   ``layers`` residual layers each) on the embedding ``z`` of view 0 (the other views are not
   used; LaSO pairs *different* rows of the batch)::
 
@@ -683,7 +692,7 @@ def laso_objective(kwargs):
   (``multilabel_protos``); the classifier covers labels ``0 .. num_labels - 1`` (required,
   ``config.loss.kwargs``), later columns (labels never seen in training) are dropped. The other
   kwargs (``pairing``, ``weights``, ``detach_classifier``, ``norm``) go to
-  :func:`jaxcl.losses.laso_loss`; ``pairing="permutation"`` draws from the step's key.
+  :func:`jaxcl.losses.contrib.laso_loss`; ``pairing="permutation"`` draws from the step's key.
   """
   import jaxcl.losses
   kw = dict(kwargs)
@@ -694,7 +703,7 @@ def laso_objective(kwargs):
   if "weights" in kw:
     kw["weights"] = dict(kw["weights"])
     jaxcl.losses.laso.check_weights(kw["weights"], "laso")
-  loss = functools.partial(jaxcl.losses.laso_loss, **kw)
+  loss = functools.partial(jaxcl.losses.contrib.laso_loss, **kw)
 
   def apply(params, z, labels, rng, axis_name):
     if labels.ndim != 2 or labels.shape[1] < num_labels:
@@ -704,7 +713,7 @@ def laso_objective(kwargs):
     return loss(params, z[:, 0], labels[:, :num_labels], rng=rng, axis_name=axis_name)
 
   def init(rng, dim):
-    return jaxcl.losses.init_laso(rng, dim, num_labels, layers=layers)
+    return jaxcl.losses.contrib.init_laso(rng, dim, num_labels, layers=layers)
 
   return ParamObjective(apply=apply, init=init)
 
@@ -712,21 +721,21 @@ def laso_objective(kwargs):
 def cmim_objective(kwargs):
   """cMIM / A-MIM (Livne, arXiv 2411.10548 / 2509.21511; MIM arXiv 1910.03175) as a
   :class:`ParamObjective` that owns the decoder ``p(x|z)`` (an MLP, Bernoulli logits,
-  :func:`jaxcl.losses.init_mim_decoder`; ``decoder_hidden`` widths) and gets the input views
+  :func:`jaxcl.losses.contrib.init_mim_decoder`; ``decoder_hidden`` widths) and gets the input views
   (``takes_encoder``). The model's output ``z[:, 0]`` (view 0) is the posterior
   ``[mean | logvar]`` (``config.model.head_out`` = 2 x latent, even); per step::
 
       z_i    = mean_i + exp(logvar_i / 2) eps_i      eps_i from fold_in(rng, global row i)
       L_i    = cmim(x_i, decoder(z_i), z_i, mean_i, logvar_i)      x = inputs[0], flattened
 
-  (:func:`jaxcl.losses.cmim`: A-MIM + ``contrastive_weight`` x the posterior InfoNCE over the
+  (:func:`jaxcl.losses.contrib.cmim`: A-MIM + ``contrastive_weight`` x the posterior InfoNCE over the
   global batch; ``contrastive_weight=0`` is A-MIM). Only view 0 is used: no augmentation is
   needed (set the views to the identity; ``views.num = 2`` is the trainer's minimum, view 1 is
   encoded and ignored). ``input_dim`` (required) is the flattened input size the decoder
   outputs. Health: ``cmim/logvar`` (mean posterior log-variance over the global batch).
   """
   import importlib
-  lib = importlib.import_module("jaxcl.losses.cmim")  # the name is the function
+  lib = importlib.import_module("jaxcl.losses.cmim")  # the module (contrib.cmim is the function)
   kw = dict(kwargs)
   own = {k: kw.pop(k, d) for k, d in objective_kwargs("cmim").items()}
   input_dim = check_int(own["input_dim"], 1, message="cmim: 'input_dim' must be an int >= 1 (the "
@@ -766,7 +775,7 @@ def core_tuning_objective(kwargs):
   """Core-tuning (Zhang et al., arXiv 2102.06605) as a :class:`ParamObjective` that owns the
   fine-tuning heads: the linear classifier ``W [num_classes, D]`` (no bias, as the reference;
   ``U(+-1/sqrt(D))``) and the contrastive head ``g = Linear(D, contrast_hidden) - ReLU -
-  Linear(contrast_hidden, contrast_dim)`` (:func:`jaxcl.losses.init_contrast_head`; reference
+  Linear(contrast_hidden, contrast_dim)`` (:func:`jaxcl.losses.contrib.init_contrast_head`; reference
   ``D`` and 256; ``contrast_hidden=0`` means ``D``), both on ``z``, which the recipe makes the
   encoder features (``config.model.head_layers = 0``: no projection head, ``z = h``, as the
   reference's classifier and contrastor sit on the backbone features). Every view's rows are
@@ -775,7 +784,7 @@ def core_tuning_objective(kwargs):
 
       L_i = 1/K sum_v core_tuning(z.reshape(B K, D), repeat(y, K), W, g, rng)_(i, v)
 
-  (:func:`jaxcl.losses.core_tuning`; with ``K = 2`` a sample's other view is one of its
+  (:func:`jaxcl.losses.contrib.core_tuning`; with ``K = 2`` a sample's other view is one of its
   positives). Extra ``config.loss.kwargs``: ``num_classes`` (required), ``contrast_dim``,
   ``contrast_hidden``; the rest go to the loss (``eta``, ``temperature``, ``mixup``,
   ``focal``, ``reproduce_code``, ...), so ``eta=0, mixup=False`` is the CE fine-tuning
@@ -790,11 +799,11 @@ def core_tuning_objective(kwargs):
   if out < 1 or hidden < 0:
     raise ValueError(f"core_tuning: 'contrast_dim' must be >= 1 and 'contrast_hidden' >= 0 "
                      f"(0 = the feature size), got {out}, {hidden}")
-  loss = functools.partial(jaxcl.losses.core_tuning, **kw)
+  loss = functools.partial(jaxcl.losses.contrib.core_tuning, **kw)
 
   def apply(params, z, labels, rng, axis_name):
     b, k, d = z.shape
-    head = functools.partial(jaxcl.losses.contrast_head, params["head"])
+    head = functools.partial(jaxcl.losses.contrib.contrast_head, params["head"])
     per = loss(z.reshape(b * k, d), jnp.repeat(labels, k), params["classifier"], head, rng=rng,
                axis_name=axis_name)
     return jnp.mean(per.reshape(b, k), axis=1)
@@ -803,13 +812,13 @@ def core_tuning_objective(kwargs):
     k1, k2 = jax.random.split(rng)
     w = jax.random.uniform(k1, (num_classes, dim), jnp.float32, -1.0, 1.0) / math.sqrt(dim)
     return {"classifier": w,
-            "head": jaxcl.losses.init_contrast_head(k2, dim, hidden=hidden, out=out)}
+            "head": jaxcl.losses.contrib.init_contrast_head(k2, dim, hidden=hidden, out=out)}
 
   return ParamObjective(apply=apply, init=init)
 
 
 def dat_objective(kwargs):
-  """Dual Adversarial Training (arXiv 2510.13872, :func:`jaxcl.losses.dat_loss`) as a
+  """Dual Adversarial Training (arXiv 2510.13872, :func:`jaxcl.losses.contrib.dat_loss`) as a
   :class:`ParamObjective` with ``takes_encoder``: the model is the classifier (``z [B, K, C]``
   = its logits, so ``config.model.head_out`` must equal ``num_classes``; no parameters of its
   own) and the objective runs, inside the step, through ``encode`` (the model under the
@@ -861,7 +870,7 @@ def dat_objective(kwargs):
     raise ValueError(f"dat: 'box' must be (lo, hi) with lo < hi, got {own['box']!r}")
   threshold = float(own["auc_threshold"])
   bce_weight = float(kw.pop("bce_weight", 1.0))
-  loss = functools.partial(jaxcl.losses.dat_loss, **kw)
+  loss = functools.partial(jaxcl.losses.contrib.dat_loss, **kw)
   ebm, adv_steps, stage1 = bce_weight > 0, ints["adv_steps"], ints["stage1_steps"]
 
   def init(rng, dim):
@@ -912,7 +921,7 @@ VLP_LOCAL_VIEWS = ("all", "rest", "none")
 
 
 def vlp_objective(kwargs):
-  """Improved CLIP baselines (Fini et al., arXiv 2305.08675; :func:`jaxcl.losses.cl2l_loss`)
+  """Improved CLIP baselines (Fini et al., arXiv 2305.08675; :func:`jaxcl.losses.contrib.cl2l_loss`)
   on a two-modality dataset: ``z [B, K*M, D]``, column ``v*M + m`` (view ``v``, modality
   ``m``; ``image_modality`` / ``text_modality`` of ``num_modalities``). The objective owns:
 
@@ -921,7 +930,7 @@ def vlp_objective(kwargs):
     clamped at ``log(max_scale)`` by ``project`` (CLIP's 100);
   * the separate projectors of the local views, one per modality, ``h = g_m(z)`` with
     ``g = Linear(D, head_hidden) - ReLU - Linear(head_hidden, head_out)``
-    (:func:`jaxcl.losses.contrast_head`; 0 = ``D``). They sit on the model's projection ``z``
+    (:func:`jaxcl.losses.contrib.contrast_head`; 0 = ``D``). They sit on the model's projection ``z``
     (the only output the step hands to an objective), not on the encoder features as in the
     reference (its ``--separate-proj`` MLP on the backbone output): the local terms' gradient
     reaches the encoder through the shared head too;
@@ -971,7 +980,7 @@ def vlp_objective(kwargs):
   if not (t0 > 0 and th0 > 0):
     raise ValueError(f"{fn}: 'temperature' and 'local_temperature' must be > 0, got {t0}, "
                      f"{th0}")
-  loss = functools.partial(jaxcl.losses.cl2l_loss, **kw)
+  loss = functools.partial(jaxcl.losses.contrib.cl2l_loss, **kw)
   with_local = local_views != "none"
 
   def temps(params):
@@ -982,7 +991,7 @@ def vlp_objective(kwargs):
             else th0)
 
   def head(p, x):
-    return jaxcl.losses.contrast_head(p, x)
+    return jaxcl.losses.contrib.contrast_head(p, x)
 
   def apply(params, z, labels, rng, axis_name):
     del labels, rng
@@ -1018,7 +1027,7 @@ def vlp_objective(kwargs):
       p["log_scale"] = temperature_params(t0)["log_scale"]
       if with_local:
         p["local_log_scale"] = temperature_params(th0)["log_scale"]
-    mk = lambda key: jaxcl.losses.init_contrast_head(key, dim, hidden=hidden, out=out)
+    mk = lambda key: jaxcl.losses.contrib.init_contrast_head(key, dim, hidden=hidden, out=out)
     if with_local:
       p["image_head"], p["text_head"] = mk(k1), mk(k2)
     if ssl_weight > 0:
@@ -1053,7 +1062,7 @@ M3COL_TERMS = ("none", "clip", "m3co", "softclip")
 
 def m3col_objective(kwargs, num_columns, num_views=None):
   """M3CoL (Kumar et al., arXiv 2409.17777; ``model_med.py`` for 3 modalities) as a
-  :class:`ParamObjective` that owns the classifiers (:func:`jaxcl.losses.init_m3col_heads`: a
+  :class:`ParamObjective` that owns the classifiers (:func:`jaxcl.losses.contrib.init_m3col_heads`: a
   fusion head on the concatenated embeddings and one head per modality, ``head_hidden``
   units) and keeps the step count as its state. ``z [B, K*M, D]`` holds the ``M``
   modalities' embeddings of ``K`` views (column ``v*M + m``; ``M = num_modalities``, or
@@ -1069,7 +1078,7 @@ def m3col_objective(kwargs, num_columns, num_views=None):
   ``"none"``, ``"clip"`` (``clip_loss``, ``temperature``), ``"m3co"`` and ``"softclip"``
   (``soft_clip_loss``, ``soft_temperature``):
 
-  * ``m3co``: a fresh mixing draw per modality (:func:`jaxcl.losses.m3co_mixing`, ``beta``,
+  * ``m3co``: a fresh mixing draw per modality (:func:`jaxcl.losses.contrib.m3co_mixing`, ``beta``,
     ``mix_prob``; global batch, one key); ``mix="input"`` (default; the paper's raw-input
     mixing for non-text modalities) mixes view 0's inputs ``x`` and encodes them
     (``encode(x~, train=True)``: with ``modality_sizes`` (the blocks' feature counts, in
@@ -1084,7 +1093,7 @@ def m3col_objective(kwargs, num_columns, num_views=None):
   ``switch_step``, ``weight`` (0.1, the reference's ``lambda_mixup``), ``unimodal``,
   ``head_hidden``, ``mix``, ``beta``, ``mix_prob``, ``soft_temperature``, ``num_modalities``,
   ``modality_sizes``;
-  the rest (``temperature``, ``impl``, ...) go to :func:`jaxcl.losses.m3co_loss` (and
+  the rest (``temperature``, ``impl``, ...) go to :func:`jaxcl.losses.contrib.m3co_loss` (and
   ``temperature`` to CLIP).
   """
   import jaxcl.losses
@@ -1112,12 +1121,12 @@ def m3col_objective(kwargs, num_columns, num_views=None):
   beta, prob = float(own["beta"]), float(own["mix_prob"])
   soft_t = float(own["soft_temperature"])
   temperature = kw.get("temperature", 0.1)
-  loss = functools.partial(jaxcl.losses.m3co_loss, **kw)
+  loss = functools.partial(jaxcl.losses.contrib.m3co_loss, **kw)
   extra = {k: v for k, v in kw.items() if k in ("impl", "block_size")}
   pairs = [(i, (i + 1) % m) for i in range(m)]
 
   def init(rng, dim):
-    return jaxcl.losses.init_m3col_heads(rng, m, dim, num_classes, hidden=hidden)
+    return jaxcl.losses.contrib.init_m3col_heads(rng, m, dim, num_classes, hidden=hidden)
 
   def init_state(dim):
     del dim
@@ -1128,7 +1137,7 @@ def m3col_objective(kwargs, num_columns, num_views=None):
       return jnp.zeros((z0.shape[0],), jnp.float32)
     total = 0.0
     if kind == "m3co":
-      draws = [jaxcl.losses.m3co_mixing(jax.random.fold_in(rng, i), z0.shape[0], beta=beta,
+      draws = [jaxcl.losses.contrib.m3co_mixing(jax.random.fold_in(rng, i), z0.shape[0], beta=beta,
                                         prob=prob, axis_name=axis_name) for i in range(m)]
       if own["mix"] == "input" and sizes:
         blocks = encode(mix_blocks(inputs[0].reshape(z0.shape[0], -1), draws, axis_name),
@@ -1138,17 +1147,17 @@ def m3col_objective(kwargs, num_columns, num_views=None):
         total = total + jaxcl.losses.clip_loss(z0[:, a], z0[:, b], temperature=temperature,
                                                axis_name=axis_name, **extra)
       elif kind == "softclip":
-        total = total + jaxcl.losses.soft_clip_loss(z0[:, a], z0[:, b], temperature=soft_t,
+        total = total + jaxcl.losses.contrib.soft_clip_loss(z0[:, a], z0[:, b], temperature=soft_t,
                                                     axis_name=axis_name, **extra)
       else:
         lam, partner = draws[i]
         if own["mix"] == "input" and not sizes:
-          x = jaxcl.losses.m3co_mix(inputs[0], lam, partner, axis_name=axis_name)
+          x = jaxcl.losses.contrib.m3co_mix(inputs[0], lam, partner, axis_name=axis_name)
           mixed = encode(x, train=True)[1][:, a]
         elif own["mix"] == "input":
           mixed = blocks[:, a]
         else:
-          mixed = jaxcl.losses.m3co_mix(z0[:, a], lam, partner, axis_name=axis_name)
+          mixed = jaxcl.losses.contrib.m3co_mix(z0[:, a], lam, partner, axis_name=axis_name)
         total = total + loss(mixed, z0[:, b], lam, partner, axis_name=axis_name)
     return weight * total
 
@@ -1159,18 +1168,18 @@ def m3col_objective(kwargs, num_columns, num_views=None):
       raise ValueError(f"m3col: 'modality_sizes' {sizes} must add up to the {x.shape[1]} "
                        f"features of an example")
     offsets = [sum(sizes[:i]) for i in range(m)]
-    return jnp.concatenate([jaxcl.losses.m3co_mix(x[:, o:o + n], *draws[i], axis_name=axis_name)
+    return jnp.concatenate([jaxcl.losses.contrib.m3co_mix(x[:, o:o + n], *draws[i], axis_name=axis_name)
                             for i, (o, n) in enumerate(zip(offsets, sizes))], axis=1)
 
   def apply(params, z, labels, rng, axis_name, *, state, inputs, encode):
     k = z.shape[1] // m
     ce = 0.0
     for v in range(k):
-      fused, uni = jaxcl.losses.m3col_heads(params, z[:, v * m:(v + 1) * m])
-      ce = ce + jaxcl.losses.softmax_cross_entropy(fused, labels)
+      fused, uni = jaxcl.losses.contrib.m3col_heads(params, z[:, v * m:(v + 1) * m])
+      ce = ce + jaxcl.losses.contrib.softmax_cross_entropy(fused, labels)
       if unimodal:
         for i in range(m):
-          ce = ce + jaxcl.losses.softmax_cross_entropy(uni[:, i], labels)
+          ce = ce + jaxcl.losses.contrib.softmax_cross_entropy(uni[:, i], labels)
     z0 = z[:, :m]
     before = lambda: term(terms[0], z0, rng, inputs, encode, axis_name)
     after = lambda: term(terms[1], z0, rng, inputs, encode, axis_name)
@@ -1186,7 +1195,7 @@ def m3col_objective(kwargs, num_columns, num_views=None):
 
 
 def tcl_objective(kwargs, num_views):
-  """TCL (Yang et al., arXiv 2202.10401; :func:`jaxcl.losses.tcl_loss`) on a multimodal
+  """TCL (Yang et al., arXiv 2202.10401; :func:`jaxcl.losses.contrib.tcl_loss`) on a multimodal
   dataset with the EMA teacher on every view (``config.momentum.teacher_views = "all"``,
   :data:`TEACHER_VIEWS`): ``z [B, 2*K*C, D]``, the ``K`` online views then the ``K`` teacher
   views, ``C`` columns per view: the ``M = num_modalities`` global embeddings (column
@@ -1232,7 +1241,7 @@ def tcl_objective(kwargs, num_views):
   if not 0.0 <= alpha <= 1.0:
     raise ValueError(f"{fn}: 'alpha' must be in [0, 1], got {alpha}")
   lmi = bool(kw.get("lmi", True))
-  loss = functools.partial(jaxcl.losses.tcl_loss, **kw)
+  loss = functools.partial(jaxcl.losses.contrib.tcl_loss, **kw)
   if num_views % m:
     raise ValueError(f"{fn}: the step's {num_views} columns per example are not views x "
                      f"num_modalities={m}")
@@ -1399,7 +1408,7 @@ def whitenedcse_objective(kwargs):
   kwargs: ``head`` (learn ``W [D, D] ~ N(0, 0.02^2)``, ``b = 0``: BERT's ``init_weights``, as
   the reference's ``cls.init_weights()`` gives its MLPLayer; False = no head) and ``whiten``
   (False: no SGW, so ``head=True, whiten=False`` with K = 2 is SimCSE's ``mlp_only_train`` head
-  + InfoNCE). The rest go to :func:`jaxcl.losses.whitenedcse` (``num_groups``, ``temperature``,
+  + InfoNCE). The rest go to :func:`jaxcl.losses.contrib.whitenedcse` (``num_groups``, ``temperature``,
   ``chunking``, ``eps``, ``method``, ``impl``). Under ``axis_name`` the whitening statistics
   are psum'd over the global batch and the permutations come from the step's loss key (the
   same on every device), so a sharded step equals the single-device one; negatives gathered.
@@ -1412,10 +1421,10 @@ def whitenedcse_objective(kwargs):
     if not isinstance(v, bool):
       raise ValueError(f"whitenedcse: {k!r} must be a bool, got {v!r}")
   if own["whiten"]:
-    loss = functools.partial(jaxcl.losses.whitenedcse, **kw)
+    loss = functools.partial(jaxcl.losses.contrib.whitenedcse, **kw)
   else:
     keep = {k: kw[k] for k in ("temperature", "impl", "block_size") if k in kw}
-    loss = lambda z, rng, project=None, axis_name=None: jaxcl.losses.whitenedcse_loss(
+    loss = lambda z, rng, project=None, axis_name=None: jaxcl.losses.contrib.whitenedcse_loss(
         z if project is None else project(z.reshape(-1, z.shape[-1])).reshape(z.shape),
         axis_name=axis_name, **keep)
 
@@ -1451,16 +1460,16 @@ def codiemb_objective(kwargs, num_columns):
   """``codiemb_joint(z, task, scores)`` with ``(task, scores) = codiemb_unpack_labels(labels,
   M // 2)`` (``M = num_columns``, even): IR rows get the multi-positive IR loss, STS rows the
   order-aware STS losses (``form="codiemb"``) or every pair one InfoNCE (``form="info_nce"``,
-  the naive baseline). ``config.loss.kwargs`` go to :func:`jaxcl.losses.codiemb_joint`."""
+  the naive baseline). ``config.loss.kwargs`` go to :func:`jaxcl.losses.contrib.codiemb_joint`."""
   import jaxcl.losses
   if num_columns < 2 or num_columns % 2:
     raise ValueError(f"codiemb_joint: needs an even number >= 2 of texts per row (a multimodal "
                      f"text dataset with views.num = 1), got {num_columns} columns")
-  loss = functools.partial(jaxcl.losses.codiemb_joint, **dict(kwargs))
+  loss = functools.partial(jaxcl.losses.contrib.codiemb_joint, **dict(kwargs))
 
   def objective(z, labels, rng, axis_name):
     del rng
-    task, scores = jaxcl.losses.codiemb_unpack_labels(labels, z.shape[1] // 2)
+    task, scores = jaxcl.losses.contrib.codiemb_unpack_labels(labels, z.shape[1] // 2)
     return loss(z, task, scores, axis_name=axis_name)
 
   return objective
