@@ -226,7 +226,7 @@ def test_sharded_insert_equals_single_device():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.smoke
+@pytest.mark.long  # a study smoke
 def test_study_smoke(tmp_path):
   from experiments import beclr as study
   study.main(["--smoke", "--out", str(tmp_path)])

@@ -42,6 +42,7 @@ def one():
   return run(beclr_config(), devices=jax.devices()[:1])
 
 
+@pytest.mark.long
 def test_memory_fills_clusters_and_enhances(eight):
   _, hist = eight
   mem = [h[2].objective_state for h in hist]
@@ -129,6 +130,7 @@ def _assert_same_memories(mem8, mem1):
     assert int(a.count) == int(b.count) and bool(a.clustered) == bool(b.clustered)
 
 
+@pytest.mark.long
 def test_eight_devices_equal_one(eight, one):
   _, h8 = eight
   _, h1 = one

@@ -283,6 +283,7 @@ def test_replay_batches_buffer_and_metrics():
 # ------------------------------------------------------------------ two tiny tasks end to end
 
 
+@pytest.mark.long
 def test_two_tiny_tasks_end_to_end_with_frozen_teacher(tmp_path):
   from configs.coconut_digits import get_config
   c = get_config()

@@ -4,6 +4,7 @@ PGD samples or a decoder's reconstruction need them)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxcl.train.objectives import ParamObjective
 from jaxcl.train.sharding import global_batch
@@ -28,6 +29,7 @@ def objective():
                         takes_encoder=True)
 
 
+@pytest.mark.long
 def test_encoder_objective_through_the_trainer():
   cfg = tiny_config(**{"data.name": "digits", "batch_size": B, "optim.weight_decay": 0.0})
   batches = dataset_batches("digits", B, STEPS)

@@ -320,6 +320,7 @@ def test_objective_and_config_errors():
     validate(c, num_devices=8, num_processes=1)
 
 
+@pytest.mark.long
 def test_trainer_runs_both_phases_on_8_devices():
   """3 steps of the recipe (tiny towers) on the 8 test devices: M3Co (input mixing through the
   model) at step 0, SoftCLIP from step 1 (lax.cond on the state's step count); the heads
@@ -350,6 +351,7 @@ def test_trainer_runs_both_phases_on_8_devices():
   assert np.abs(heads["unimodal"][2]["w1"] - heads0["unimodal"][2]["w1"]).max() > 0
 
 
+@pytest.mark.long
 def test_objective_composes_ce_and_the_scheduled_term():
   """The adapter on an identity "model" (z = the three 4-feature blocks of x): before the
   switch CE(fusion) + sum_m CE(head_m) + 0.1 sum_m M3Co(mix(x_m) -> x_{m+1}); input mixing

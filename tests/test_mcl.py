@@ -248,6 +248,7 @@ def _tiny_config(data_dir, **mcl_kw):
   return c
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("mechanism", ["sampler", pytest.param("mask", marks=pytest.mark.slow)])
 def test_two_tiny_stages_end_to_end(tmp_path, data_dir, mechanism):
   c = _tiny_config(data_dir, mechanism=mechanism)
@@ -274,7 +275,7 @@ def test_bad_mcl_config_is_named(tmp_path, data_dir):
     mcl.train(c, str(tmp_path))
 
 
-@pytest.mark.smoke
+@pytest.mark.long  # a study smoke
 def test_mcl_study_smoke(tmp_path):
   import json
   from experiments import mcl as study

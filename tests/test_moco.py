@@ -65,6 +65,7 @@ def run(config, steps, devices=None):
   return np.array(losses), _flat(state), states
 
 
+@pytest.mark.long
 def test_moco_step_sharded_equals_single_device():
   config = moco_config()
   l8, s8, history = run(config, 2)
@@ -91,6 +92,7 @@ def test_off_by_default_adds_nothing_to_the_state():
   assert state.ema is None and state.queue is None
 
 
+@pytest.mark.long
 def test_resume_restores_teacher_and_queue(tmp_path):
   # Constant lr after one warmup step and a constant momentum: a 2-step run resumed to 4 steps
   # must equal 4 uninterrupted steps (the schedules do not depend on num_steps).
@@ -126,7 +128,7 @@ def test_recipes_validate_and_build(name):
   make_objective(c)
 
 
-@pytest.mark.smoke
+@pytest.mark.long  # a study smoke
 def test_mochi_study_smoke(tmp_path):
   import json
   from experiments import mochi

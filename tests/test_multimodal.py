@@ -161,6 +161,7 @@ def histories():
           step_history(clip_config(), batches, devices=jax.devices()[:1]))
 
 
+@pytest.mark.long
 def test_multi_tower_eight_devices_equal_one(histories):
   (p8, h8), (_, h1) = histories
   assert isinstance(p8["model"], models.MultiModal) and len(jax.devices()) == 8
@@ -179,6 +180,7 @@ def test_multi_tower_eight_devices_equal_one(histories):
   assert "logit_scale" in h8[0][1]
 
 
+@pytest.mark.long
 def test_the_objective_sees_modality_columns():
   seen = {}
 
@@ -206,6 +208,7 @@ def test_multimodal_config_errors():
     setup(tiny_config(**{"model.modalities": {"text": {}}}))
 
 
+@pytest.mark.long
 def test_multimodal_evaluation(tmp_path):
   from jaxcl.train import train
   cfg = clip_config(**{"num_steps": 2, "eval.at_end": True, "eval.baselines": False,

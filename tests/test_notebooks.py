@@ -6,6 +6,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.long  # notebooks: the second test tier
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -59,6 +59,7 @@ def test_rng_losses_get_a_key_per_pair():
 @pytest.mark.parametrize("name, kwargs, k", [
     ("nt_xent", {}, 3), ("mv_info_nce", {}, 4), ("supcon", {}, 2),
     ("mochi_loss", {"num_hard": 4, "num_mix": 3, "num_mix_query": 2}, 3)])
+@pytest.mark.long
 def test_sharded_equals_single_device(name, kwargs, k):
   mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
   obj = make_objective(name, kwargs, k)
@@ -89,6 +90,7 @@ def test_config_errors(over, match):
     setup(_config(**over))
 
 
+@pytest.mark.long
 def test_k_views_train_step_eight_devices_equal_one():
   from tests.test_train import _compare, run_steps
   over = {"views.num": 3, "loss.name": "mv_dhel", "loss.kwargs": {"temperature": 0.3}}

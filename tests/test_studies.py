@@ -71,7 +71,7 @@ NEEDS = {s: ("wordnet", "text", "minilm") for s in
          ("codiemb", "contrastive_search", "lexical_specialization", "moe_mnrl", "whitenedcse")}
 
 
-@pytest.mark.smoke
+@pytest.mark.long  # a study smoke
 @pytest.mark.parametrize("study", [pytest.param(s, marks=pytest.mark.requires(*NEEDS.get(s, ())))
                                    for s in sorted(STUDIES)])
 def test_study_smoke(study, tmp_path):

@@ -224,6 +224,7 @@ def eight():
   return run(ce_config())
 
 
+@pytest.mark.long
 def test_classifier_gets_the_reference_gradient(eight):
   from jaxcl.train.step import make_views
   parts, hist = eight

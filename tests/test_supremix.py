@@ -121,6 +121,7 @@ def test_values_match_loop_reference(kw):
   assert got[~VALID].tolist() == [0.0] and np.all(got[VALID] > 0)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("kw", [{}, {"block_max_shift": True, "weighting": "l2_inv"}])
 def test_gradient_matches_finite_differences_of_detached_reference(kw):
   z0 = _features(1)
@@ -168,6 +169,7 @@ def test_without_mixtures_and_weights_is_supcon_on_binned_labels():
   assert not np.allclose(one(mix_neg=False), got) and not np.allclose(one(mix_pos=False), got)
 
 
+@pytest.mark.long
 def test_chunked_equals_unchunked():
   z = jnp.asarray(_features(3))
   g = jnp.asarray(np.random.default_rng(8).normal(size=B), jnp.float32)
@@ -225,6 +227,7 @@ def _mesh():
   return jax.make_mesh((8,), ("d",), axis_types=(AxisType.Auto,))
 
 
+@pytest.mark.long
 def test_sharded_equals_single_device():
   x = jnp.asarray(np.random.default_rng(5).normal(size=(SB, V, DIN)), jnp.float32)
   w0 = jnp.asarray(np.random.default_rng(6).normal(size=(DIN, D + 1)), jnp.float32)
@@ -245,7 +248,7 @@ def test_sharded_equals_single_device():
   assert np.all(np.asarray(per_single)[~SVALID] == 0) and float(want) > 0
 
 
-@pytest.mark.smoke
+@pytest.mark.long  # a study smoke
 def test_study_smoke(tmp_path):
   """``experiments/supremix.py --smoke``: one 3-step SupReMix run on diabetes plus the untrained
   baselines, through the shared trainer; writes the table, JSON and plot."""

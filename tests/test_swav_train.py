@@ -41,6 +41,7 @@ def eight():
   return run(swav_config())
 
 
+@pytest.mark.long
 def test_prototypes_get_the_reference_gradient_freeze_and_renorm(eight):
   parts, hist = eight
   protos = lambda s: np.asarray(jax.device_get(s.objective_params["prototypes"]))
@@ -80,6 +81,7 @@ def test_prototypes_get_the_reference_gradient_freeze_and_renorm(eight):
   assert 0 <= metrics["swav/code_entropy"] <= np.log(K) + 1e-5
 
 
+@pytest.mark.long
 def test_eight_devices_equal_one_device(eight):
   _, h8 = eight
   _, h1 = run(swav_config(), devices=jax.devices()[:1])
@@ -112,6 +114,7 @@ def test_frozen_objective_params_skip_the_optimizer():
   np.testing.assert_allclose(p2["c"], 1.0 - 0.9 * (0.5 + 0.1 * 1.0), rtol=1e-6)
 
 
+@pytest.mark.long
 def test_multicrop_views_are_per_example_and_device_independent():
   parts = setup(swav_config())
   state = parts["state"]

@@ -123,6 +123,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.long
 def test_two_processes_equal_one_process(tmp_path):
   worker = os.path.join(HERE, "train_worker.py")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -151,6 +152,7 @@ def _final_params(workdir, step):
   return _flat(state)
 
 
+@pytest.mark.long
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
   steps = 7
   over = {"num_steps": steps, "checkpoint.every": 3}
