@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -40,7 +41,22 @@ def parse_args(argv=None):
                       "already there are skipped (so a killed shard resumes); no md/png")
   p.add_argument("--from-rows", action="store_true",
                  help="render md/json/png from <out>/<study>.rows.jsonl (all shards' runs)")
+  p.add_argument("--keep-runs", default=None, metavar="DIR",
+                 help="keep each run's workdir under DIR/<run> (studies that support it: mcl, "
+                      "coconut) instead of a temporary directory")
   return p.parse_args(argv)
+
+
+@contextlib.contextmanager
+def run_dir(keep, name):
+  """A run's workdir: ``keep/name`` (kept, for inspecting or resuming a run) or a temporary one."""
+  if keep is None:
+    with tempfile.TemporaryDirectory() as d:
+      yield d
+  else:
+    path = os.path.join(keep, name)
+    os.makedirs(path, exist_ok=True)
+    yield path
 
 
 def start(name, settings, argv=None, measure=None, iterator=None):

@@ -26,7 +26,6 @@ current rows only.
 """
 import json
 import os
-import tempfile
 import time
 
 from experiments import _study
@@ -78,7 +77,7 @@ def settings(smoke):
             "replay": "yes" if METHODS[m][2] else "no"}, _config(m, smoke)) for m in methods]
 
 
-def run(grid, seeds):
+def run(grid, seeds, keep=None):
   from jaxcl.recipes import coconut
   _study.compile_cache()
   rows = []
@@ -87,7 +86,7 @@ def run(grid, seeds):
       c = config.copy_and_resolve_references()
       c.seed = seed
       t0, cpu0 = time.time(), _study._cpu_seconds()
-      with tempfile.TemporaryDirectory() as workdir:
+      with _study.run_dir(keep, f"{label['method']}_seed{seed}") as workdir:
         res = coconut.train(c, workdir)
       row = {"setting": label, "seed": seed, "wall_s": round(time.time() - t0, 2),
              "cpu_s": round(_study._cpu_seconds() - cpu0, 2),
@@ -192,7 +191,7 @@ def main(argv=None):
     rows, info, wall = saved["runs"], saved["machine"], saved.get("study_wall_s")
   else:
     t0 = time.time()
-    rows = run(grid, seeds)
+    rows = run(grid, seeds, args.keep_runs)
     wall = round(time.time() - t0, 1)
     _study.log(f"study wall time {wall:.0f} s")
   rows = [derived(r) for r in rows]

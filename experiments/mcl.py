@@ -17,7 +17,6 @@ Runs per seed (equal budget: the plain baseline trains as many steps as both MCL
 ``python -m experiments.mcl [--smoke]``
 """
 import os
-import tempfile
 import time
 
 from experiments import _study
@@ -53,7 +52,15 @@ def settings(smoke):
   return [("reference", reference), ("plain", plain), ("mcl", mcl)]
 
 
-def run(smoke, seeds):
+def run_config(config, seed):
+  """The config a study run trains: quiet, no end-of-run evaluation (the recipe evaluates)."""
+  c = _study.quiet(config.copy_and_resolve_references())
+  c.eval.at_end = False
+  c.seed = seed
+  return c
+
+
+def run(smoke, seeds, keep=None):
   from jaxcl.recipes import mcl
   _study.compile_cache()
   rows, nmi = [], []
@@ -61,11 +68,9 @@ def run(smoke, seeds):
            "mcl": {"stage 1": REPS[2], "stage 2": REPS[3], "concat": REPS[4]}}
   for seed in seeds:
     for kind, config in settings(smoke):
-      c = _study.quiet(config.copy_and_resolve_references())
-      c.eval.at_end = False
-      c.seed = seed
+      c = run_config(config, seed)
       t0 = time.time()
-      with tempfile.TemporaryDirectory() as workdir:
+      with _study.run_dir(keep, f"{kind}_seed{seed}") as workdir:
         res = mcl.train(c, workdir)
       wall = round(time.time() - t0, 1)
       for rep, label in names[kind].items():
@@ -122,7 +127,7 @@ def main(argv=None):
       saved = json.load(f)
     rows, nmi, info = saved["runs"], saved["clusters"], saved["machine"]
   else:
-    rows, nmi = run(args.smoke, seeds)
+    rows, nmi = run(args.smoke, seeds, args.keep_runs)
     info = None
   summary = _study.summarize(rows, METRICS)
   cfg = base_config(args.smoke)

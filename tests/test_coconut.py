@@ -4,6 +4,8 @@ references of NSPT and the MM term written here (value and gradient by finite di
 batches / buffer / continual metrics, and two tiny tasks end to end (warm start, frozen teacher
 snapshot, resume)."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -284,26 +286,26 @@ def test_replay_batches_buffer_and_metrics():
 
 
 @pytest.mark.long
-def test_two_tiny_tasks_end_to_end_with_frozen_teacher(tmp_path):
-  from configs.coconut_digits import get_config
-  c = get_config()
-  c.batch_size, c.num_steps, c.optim.warmup_steps = 16, 2, 1
-  c.log_every = c.checkpoint.every = 2
-  c.checkpoint.use_async, c.progress = False, False
-  c.model.encoder_kwargs = {"hidden": (32,)}
-  c.model.head_hidden, c.model.head_out = 32, 16
-  c.eval.probe_steps = 5
-  c.coconut.num_tasks, c.coconut.replay_batch = 2, 8
-  res = coconut.train(c, str(tmp_path))
+def test_study_smoke_two_tiny_tasks_end_to_end_with_frozen_teacher(tmp_path):
+  # The study's smoke run (ER+NSPT+MM: 2 tasks of 2 steps, replay, the frozen teacher) is the
+  # end-to-end run: its outputs, then what the run itself returned and left in its workdir.
+  from experiments import coconut as study
+  from tests.test_studies import check_smoke_outputs
+  study.main(["--smoke", "--out", str(tmp_path), "--keep-runs", str(tmp_path / "runs")])
+  check_smoke_outputs("coconut", tmp_path, ("method", "nspt", "mm", "replay"), 1)
+  [(label, c)] = study.settings(True)
+  c.seed = 0
+  run = tmp_path / "runs" / f"{label['method']}_seed0"
+  res = json.loads((run / "coconut.json").read_text())
   assert [len(r) for r in res["accuracy"]] == [1, 2] and res["tasks"] == [[0, 1], [2, 3]]
   assert all(0 <= a <= 1 for r in res["accuracy"] for a in r) and 0 < res["linear_probe"] <= 1
   assert [r["buffer_rows"] for r in res["records"]] == [0, 40]
   from tests.test_train import _final_params
-  final = [_final_params(str(tmp_path / f"task_{t}"), 2) for t in range(2)]
+  final = [_final_params(str(run / f"task_{t}"), 2) for t in range(2)]
   # Task 1's (frozen) teacher is task 0's final model; task 0's moved away from its start.
   teacher = lambda f, k: f[k.replace("['params']", "['objective_state']['params']", 1)]
   keys = [k for k in final[0] if k.startswith("['params']")]
   assert keys and all(np.array_equal(teacher(final[1], k), final[0][k]) for k in keys)
   assert any(np.abs(teacher(final[0], k) - final[0][k]).max() > 0 for k in keys)
   # Re-running resumes every finished task (nothing retrained): the same results.
-  assert coconut.train(c, str(tmp_path))["accuracy"] == res["accuracy"]
+  assert coconut.train(c, str(run))["accuracy"] == res["accuracy"]

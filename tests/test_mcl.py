@@ -248,24 +248,27 @@ def _tiny_config(data_dir, **mcl_kw):
   return c
 
 
-@pytest.mark.long
-@pytest.mark.parametrize("mechanism", ["sampler", pytest.param("mask", marks=pytest.mark.slow)])
-def test_two_tiny_stages_end_to_end(tmp_path, data_dir, mechanism):
-  c = _tiny_config(data_dir, mechanism=mechanism)
-  res = mcl.train(c, str(tmp_path))
+def _check_end_to_end(res, workdir, num_clusters):
+  """What a two-stage run returns and leaves in its workdir."""
   assert set(res["representations"]) == {"stage 1", "stage 2", "concat"}
   for rep in res["representations"].values():
     for name in ("label", "easy"):
       assert 0 <= rep[name]["linear_probe"] <= 1
   s2 = res["stages"][1]
-  assert 1 <= s2["num_groups"] <= 3 and sum(s2["group_sizes"]) == 1437
+  assert 1 <= s2["num_groups"] <= num_clusters and sum(s2["group_sizes"]) == 1437
   assert s2["rows_per_epoch"] <= 1437
   assert set(res["stages"][0]["cluster_nmi"]) == {"label", "easy"}
-  assert (tmp_path / "mcl.json").exists()
-  assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["stage_1", "stage_2"]
-  if mechanism == "sampler":  # resuming: the finished stages are restored, same result
-    again = mcl.train(c, str(tmp_path))
-    assert again["representations"] == res["representations"]
+  assert (workdir / "mcl.json").exists()
+  assert sorted(p.name for p in workdir.iterdir() if p.is_dir()) == ["stage_1", "stage_2"]
+
+
+# The sampler mechanism runs end to end inside the study smoke (test_mcl_study_smoke: the same
+# pipeline, once); the mask mechanism here.
+@pytest.mark.long
+@pytest.mark.slow
+def test_two_tiny_stages_end_to_end_mask_mechanism(tmp_path, data_dir):
+  c = _tiny_config(data_dir, mechanism="mask")
+  _check_end_to_end(mcl.train(c, str(tmp_path)), tmp_path, c.mcl.num_clusters)
 
 
 def test_bad_mcl_config_is_named(tmp_path, data_dir):
@@ -279,7 +282,7 @@ def test_bad_mcl_config_is_named(tmp_path, data_dir):
 def test_mcl_study_smoke(tmp_path):
   import json
   from experiments import mcl as study
-  study.main(["--smoke", "--out", str(tmp_path)])
+  study.main(["--smoke", "--out", str(tmp_path), "--keep-runs", str(tmp_path / "runs")])
   out = json.loads((tmp_path / "mcl.json").read_text())
   assert out["command"] == "python -m experiments.mcl --smoke"
   assert [s["setting"]["representation"] for s in out["summary"]] == list(study.REPS)
@@ -289,3 +292,11 @@ def test_mcl_study_smoke(tmp_path):
   md = (tmp_path / "mcl.md").read_text()
   assert "## Verdict" in md and len([l for l in md.splitlines() if l.startswith("| ")]) == 6
   assert (tmp_path / "mcl.png").stat().st_size > 0
+  # The study's MCL run (sampler mechanism), end to end: its results and workdir ...
+  config = study.run_config(dict(study.settings(True))["mcl"], seed=0)
+  run = tmp_path / "runs" / "mcl_seed0"
+  res = json.loads((run / "mcl.json").read_text())
+  _check_end_to_end(res, run, config.mcl.num_clusters)
+  # ... and resuming it: the finished stages are restored, the same result.
+  again = mcl.train(config, str(run))
+  assert json.loads(json.dumps(again["representations"])) == res["representations"]
