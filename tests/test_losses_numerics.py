@@ -91,3 +91,39 @@ def test_float64_inputs_give_float32():
   assert out.dtype == jnp.float32
   assert np.all(np.isfinite(g))
   np.testing.assert_allclose(out, losses.nt_xent(X[:, 0], X[:, 1]), rtol=1e-6)
+
+
+# name -> f(x [B, K, D], valid [B], impl) -> per-example losses
+PADDED = {
+    "info_nce": lambda x, v, impl: losses.info_nce(x[:, 0], x[:, 1], negatives=x[:, 2:3],
+                                                   valid=v, impl=impl, block_size=4),
+    "clip_loss": lambda x, v, impl: losses.clip_loss(x[:, 0], x[:, 1], valid=v, impl=impl,
+                                                     block_size=4),
+    "nt_xent": lambda x, v, impl: losses.nt_xent(x[:, 0], x[:, 1], valid=v, impl=impl,
+                                                 block_size=4),
+    "dcl": lambda x, v, impl: losses.dcl(x[:, 0], x[:, 1], valid=v, impl=impl, block_size=4),
+    "dclw": lambda x, v, impl: losses.dclw(x[:, 0], x[:, 1], valid=v, impl=impl, block_size=4),
+    "siglip_loss": lambda x, v, impl: losses.siglip_loss(x[:, 0], x[:, 1], valid=v, impl=impl,
+                                                         block_size=4),
+    "supcon": lambda x, v, impl: losses.supcon(x[:, :2], LABELS[:x.shape[0]], valid=v,
+                                               impl=impl, block_size=4),
+    "mv_info_nce": lambda x, v, impl: losses.mv_info_nce(x, valid=v, impl=impl, block_size=4),
+    "mv_dhel": lambda x, v, impl: losses.mv_dhel(x, valid=v, impl=impl, block_size=4),
+    "symile": lambda x, v, impl: losses.symile([x[:, 0], x[:, 1], x[:, 2]], temperature=0.1,
+                                               negatives="n_squared", valid=v, impl=impl,
+                                               block_size=4),
+}
+
+
+@pytest.mark.parametrize("impl", ["dense", "blockwise"])
+@pytest.mark.parametrize("name", list(PADDED))
+def test_all_padding_batch_gives_zero_value_and_gradient(name, impl):
+  # A global batch that is all padding (the tail of an epoch, a filtered batch): value 0 and a
+  # zero gradient, not NaN (DCLW's softmax over zero valid rows was 0/0 in its weights).
+  x = jnp.asarray(X[:6])
+  valid = np.zeros(6, bool)
+  v, g = jax.jit(jax.value_and_grad(lambda x: jnp.sum(PADDED[name](x, valid, impl))))(x)
+  assert float(v) == 0.0
+  g = np.asarray(g)
+  assert np.all(np.isfinite(g)), f"{np.isnan(g).sum()} of {g.size} gradient entries are NaN"
+  assert np.all(g == 0.0)

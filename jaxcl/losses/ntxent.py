@@ -100,10 +100,13 @@ def dclw_weights(pos_sim, valid, sigma, axis_name=None):
   """``w_i = 2 - N softmax_i(pos_sim / sigma)`` over the valid rows of the global batch."""
   x = jnp.where(valid, jax.lax.stop_gradient(pos_sim) / sigma, -jnp.inf)
   m = collectives.pmax(jnp.max(x), axis_name)
+  # No valid row in the global batch: m = -inf and total = 0 would make every weight
+  # 0 * nan / 0 = NaN, and NaN * 0 in the masked rows' gradient. Then the weights are 2 (unused).
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
   e = jnp.where(valid, jnp.exp(x - m), 0.0)
   total = collectives.psum(jnp.sum(e), axis_name)
   n = collectives.psum(jnp.sum(valid.astype(jnp.float32)), axis_name)
-  return 2.0 - n * e / total
+  return 2.0 - n * e / jnp.where(total > 0, total, 1.0)
 
 
 def dclw(z1, z2, *, temperature=0.1, sigma=0.5, axis_name=None, normalize=True,
