@@ -61,6 +61,18 @@ def check_positive(name: str, value, fn: str):
       raise ValueError(f"{fn}: '{name}' must be > 0, got {value}")
 
 
+def check_temperature(value, fn: str, name: str = "temperature"):
+  """The one check of a temperature-like argument: a scalar (Python float, 0-d array, or a
+  traced 0-d value: a learnable temperature) and, when concrete, > 0. A per-row or ``[1]``
+  temperature is an error here: it would broadcast differently in a loss's log-sum-exp and its
+  positive, and the tiled kernels take a scalar scale."""
+  ndim = np.ndim(value) if not hasattr(value, "ndim") else value.ndim
+  if ndim != 0:
+    shape = tuple(np.shape(value)) if not hasattr(value, "shape") else tuple(value.shape)
+    raise ValueError(f"{fn}: '{name}' must be a scalar (rank 0), got shape {shape}")
+  check_positive(name, value, fn)
+
+
 def embeddings(name: str, x, fn: str, rank: int = 2, what: str = "[batch, dim]"):
   check_float(name, x, fn)
   x = jnp.asarray(x)
@@ -74,7 +86,7 @@ def paired(fn: str, name_a: str, a, name_b: str, b, temperature):
   b = embeddings(name_b, b, fn)
   check_same(name_a, a, name_b, b, 0, fn, "batch size")
   check_same(name_a, a, name_b, b, 1, fn, "feature size")
-  check_positive("temperature", temperature, fn)
+  check_temperature(temperature, fn)
   return a, b
 
 

@@ -49,7 +49,7 @@ def _views(fn, views, temperature, normalize, valid):
   if views.shape[1] < 2:
     raise ValueError(f"{fn}: 'views' needs at least 2 views (axis 1), got shape "
                      f"{tuple(views.shape)}")
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   b, k, _ = views.shape
   return c.prepare(views, normalize), b, k, c.valid_mask(valid, b, fn), c.inv_temperature(temperature)
 

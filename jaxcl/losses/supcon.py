@@ -39,9 +39,9 @@ def supcon(features, labels, *, temperature=0.1, base_temperature=None, axis_nam
   """
   fn = "supcon"
   features = c.embeddings("features", features, fn, rank=3, what="[batch, views, dim]")
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   if base_temperature is not None:
-    c.check_positive("base_temperature", base_temperature, fn)
+    c.check_temperature(base_temperature, fn, "base_temperature")
   b, v, _ = features.shape
   labels = c.labels_array(labels, b, fn)
   valid = c.valid_mask(valid, b, fn)

@@ -56,7 +56,7 @@ def symile(modalities, *, temperature, negatives="n", rng=None, axis_name=None, 
   for i, x in enumerate(mods[1:], 1):
     c.check_same("modalities[0]", mods[0], f"modalities[{i}]", x, 0, fn, "batch size")
     c.check_same("modalities[0]", mods[0], f"modalities[{i}]", x, 1, fn, "feature size")
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   if negatives not in NEGATIVES:
     raise ValueError(f"{fn}: 'negatives' must be one of {NEGATIVES}, got {negatives!r}")
   if negatives == "n" and rng is None:
