@@ -20,9 +20,20 @@ Implementations (``impl=``): ``"dense"`` gathers all keys and forms the logits a
 ``"blockwise"`` and ``"ring"`` compute the same numbers with memory independent of ``N``
 (see :mod:`jaxcl.kernels.blockwise`); ``"auto"`` picks by size. A row with no candidate has
 ``lse = -inf``; callers mask such rows out.
+
+Precision (``precision=``): every similarity product in jaxcl is one ``einsum``,
+:func:`product`, with ``preferred_element_type=float32`` and the caller's ``precision`` (a
+``jax.lax.Precision``, its name, or a pair; ``None`` = JAX's default). On TPU the default rounds
+the operands to bfloat16, on GPU to TF32; pass ``"highest"`` for float32 products. The losses
+take every logit they combine -- candidates *and* positives -- from this one product (the
+kernel's ``pos_fn`` sums), so a loss that is >= 0 in exact arithmetic stays >= 0 whatever the
+precision. :func:`bfloat16_products` is a testing hook that emulates TPU's default precision on
+any backend.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Callable, Dict, NamedTuple, Optional
 
 import jax
@@ -44,10 +55,77 @@ class LSEResult(NamedTuple):
   pos_count: Optional[jax.Array] = None
 
 
-def logits(q, k, scale):
-  """``scale * q @ k.T`` accumulated in float32 (the only similarity product in jaxcl)."""
-  s = jnp.einsum("id,jd->ij", q, k, preferred_element_type=jnp.float32)
-  return s * jnp.asarray(scale, jnp.float32)
+_BF16_PRODUCTS = contextvars.ContextVar("jaxcl_bfloat16_products", default=False)
+
+
+@contextlib.contextmanager
+def bfloat16_products():
+  """Testing hook: inside this context, :func:`product` rounds its operands to bfloat16 (and
+  accumulates in float32) wherever the product runs at default precision, as TPUs do by default;
+  products with ``precision`` HIGH / HIGHEST (``"highest"``, ``"float32"``, ...) are left alone,
+  per operand for a ``(lhs, rhs)`` pair.
+
+  For tests only: it lets a CPU run show what a loss does to default-precision matmuls. The
+  switch is read when a loss is *traced* (and the blockwise kernels fix it for their backward
+  pass at the same moment), so jit a fresh function inside the context: a function jitted and
+  traced outside it keeps its exact products (jit's cache does not know about the hook), and
+  one traced inside keeps the rounding. Nothing outlives the ``with`` block otherwise.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxcl.kernels import bfloat16_products, product
+    >>> a = jnp.float32([[1.0 + 2.0 ** -10]])
+    >>> with bfloat16_products():
+    ...   rounded = product("id,jd->ij", a, a)
+    ...   exact = product("id,jd->ij", a, a, precision="highest")
+    >>> float(rounded[0, 0]), float(exact[0, 0]) == float((1.0 + 2.0 ** -10) ** 2)
+    (1.0, True)
+  """
+  token = _BF16_PRODUCTS.set(True)
+  try:
+    yield
+  finally:
+    _BF16_PRODUCTS.reset(token)
+
+
+def _is_default(p) -> bool:
+  """Whether TPU would round an operand at precision ``p`` to bfloat16."""
+  if p is None:
+    p = jax.config.jax_default_matmul_precision
+    if p is None:
+      return True
+  if isinstance(p, str):
+    try:
+      p = jax.lax.Precision(p)
+    except ValueError:   # an algorithm preset's name
+      p = getattr(jax.lax.DotAlgorithmPreset, p, None)
+  presets = jax.lax.DotAlgorithmPreset
+  return p in (jax.lax.Precision.DEFAULT, presets.DEFAULT, presets.BF16_BF16_F32)
+
+
+def rounds_to_bfloat16(precision):
+  """``(lhs, rhs)``: whether :func:`product` rounds each operand under :func:`bfloat16_products`
+  (``(False, False)`` outside it)."""
+  if not _BF16_PRODUCTS.get():
+    return False, False
+  if isinstance(precision, (tuple, list)):
+    return _is_default(precision[0]), _is_default(precision[1])
+  return (_is_default(precision),) * 2
+
+
+def product(spec: str, a, b, precision=None, rounding=None):
+  """The one similarity ``einsum`` of jaxcl: ``jnp.einsum(spec, a, b)`` accumulated in float32
+  at ``precision``. ``rounding`` (a ``(lhs, rhs)`` pair of bools) overrides the
+  :func:`bfloat16_products` hook's decision (the blockwise backward pass replays the forward's)."""
+  ra, rb = rounds_to_bfloat16(precision) if rounding is None else rounding
+  a = a.astype(jnp.bfloat16) if ra else a
+  b = b.astype(jnp.bfloat16) if rb else b
+  return jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32)
+
+
+def logits(q, k, scale, precision=None):
+  """``scale * q @ k.T`` accumulated in float32 (:func:`product`, at ``precision``)."""
+  return product("id,jd->ij", q, k, precision) * jnp.asarray(scale, jnp.float32)
 
 
 def masked_logsumexp(s, mask, axis=-1):
@@ -76,10 +154,10 @@ def _expand(tags: Tags, where: int) -> Tags:
   return {name: (v[:, None] if where == 0 else v[None, :]) for name, v in tags.items()}
 
 
-def _dense(q, k, scale, q_tags, k_tags, mask_fn, pos_fn, extra_logits, axis_name):
+def _dense(q, k, scale, q_tags, k_tags, mask_fn, pos_fn, extra_logits, axis_name, precision):
   k = collectives.all_gather(k, axis_name)
   k_tags = {n: collectives.all_gather(v, axis_name) for n, v in k_tags.items()}
-  s = logits(q, k, scale)
+  s = logits(q, k, scale, precision)
   qt, kt = _expand(q_tags, 0), _expand(k_tags, 1)
   mask = jnp.broadcast_to(mask_fn(qt, kt), s.shape)
   if extra_logits is not None:
@@ -111,7 +189,7 @@ def resolve_impl(impl: str, bq: int, bk: int, axis_name) -> str:
 def contrastive_lse(q, k, scale, *, q_tags: Optional[Tags] = None, k_tags: Optional[Tags] = None,
                     mask_fn: Optional[MaskFn] = None, pos_fn: Optional[MaskFn] = None,
                     extra_logits=None, axis_name=None, impl: str = "dense",
-                    block_size: int = 1024) -> LSEResult:
+                    block_size: int = 1024, precision=None) -> LSEResult:
   """Row-wise masked log-sum-exp of ``scale * q @ gather(k).T`` (see the module docstring).
 
   Args:
@@ -126,6 +204,8 @@ def contrastive_lse(q, k, scale, *, q_tags: Optional[Tags] = None, k_tags: Optio
     axis_name: mesh axis name(s) to gather keys over, inside ``shard_map``.
     impl: ``"dense" | "blockwise" | "ring" | "auto"``.
     block_size: key-block size for the blockwise / ring implementations.
+    precision: ``precision`` of the similarity product (:func:`product`; ``None`` = JAX's
+      default, bfloat16 operands on TPU; ``"highest"`` = float32).
 
   Returns:
     :class:`LSEResult` with ``lse`` ``[Bq]`` float32 and, if ``pos_fn`` is given,
@@ -137,9 +217,10 @@ def contrastive_lse(q, k, scale, *, q_tags: Optional[Tags] = None, k_tags: Optio
     mask_fn = lambda qt, kt: jnp.ones((), bool)
   impl = resolve_impl(impl, q.shape[0], k.shape[0], axis_name)
   if impl == "dense":
-    return _dense(q, k, scale, q_tags, k_tags, mask_fn, pos_fn, extra_logits, axis_name)
+    return _dense(q, k, scale, q_tags, k_tags, mask_fn, pos_fn, extra_logits, axis_name,
+                  precision)
   from jaxcl.kernels import blockwise  # pylint: disable=g-import-not-at-top
   return blockwise.contrastive_lse_tiled(
       q, k, scale, q_tags=q_tags, k_tags=k_tags, mask_fn=mask_fn, pos_fn=pos_fn,
       extra_logits=extra_logits, axis_name=axis_name, ring=(impl == "ring"),
-      block_size=block_size)
+      block_size=block_size, precision=precision)

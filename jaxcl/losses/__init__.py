@@ -8,7 +8,10 @@ Conventions shared by every function here:
     single-device call on the full batch;
   * the return value is per example for the local rows (``[B_local]``); its global mean is the
     published loss;
-  * ``impl=`` selects the similarity kernel (``"dense"``, ``"blockwise"``, ``"ring"``, ``"auto"``).
+  * ``impl=`` selects the similarity kernel (``"dense"``, ``"blockwise"``, ``"ring"``, ``"auto"``);
+  * ``precision=`` (InfoNCE family, SigLIP) is the ``precision`` of the one similarity product
+    (``None``: JAX's default, bfloat16 operands on TPU; ``"highest"``: float32); positives and
+    candidates come from that same product, so a loss >= 0 in exact arithmetic stays >= 0.
 """
 from jaxcl.losses.beclr import beclr_loss
 from jaxcl.losses.coconut import coconut_mm, nspt

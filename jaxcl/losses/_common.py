@@ -73,6 +73,21 @@ def check_temperature(value, fn: str, name: str = "temperature"):
   check_positive(name, value, fn)
 
 
+def check_precision(precision, fn: str):
+  """``precision`` of the similarity product, as ``jnp.einsum`` takes it: ``None`` (JAX's
+  default: bfloat16 operands on TPU, TF32 on GPU), a ``jax.lax.Precision`` or its name
+  (``"highest"`` = float32), a ``(lhs, rhs)`` pair of those, or a ``jax.lax.DotAlgorithmPreset``
+  (or its name). Checked by JAX's own rules, at trace time."""
+  try:
+    jax.eval_shape(lambda a: jnp.einsum("i,i->", a, a, precision=precision),
+                   jax.ShapeDtypeStruct((1,), jnp.float32))
+  except (ValueError, TypeError, KeyError) as e:
+    raise ValueError(f"{fn}: 'precision' must be None, a jax.lax.Precision or its name "
+                     f"('default', 'high', 'highest'), a pair of those or a "
+                     f"jax.lax.DotAlgorithmPreset, got {precision!r}") from e
+  return precision
+
+
 def embeddings(name: str, x, fn: str, rank: int = 2, what: str = "[batch, dim]"):
   check_float(name, x, fn)
   x = jnp.asarray(x)
