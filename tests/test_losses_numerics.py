@@ -127,3 +127,30 @@ def test_all_padding_batch_gives_zero_value_and_gradient(name, impl):
   g = np.asarray(g)
   assert np.all(np.isfinite(g)), f"{np.isnan(g).sum()} of {g.size} gradient entries are NaN"
   assert np.all(g == 0.0)
+
+
+def test_normalisation_gradient_is_bounded():
+  # d(x / max(||x||, eps))/dx has spectral norm 1 / max(||x||, eps) <= 1 / eps = 1e6; with the
+  # squared norm clamped at 1e-24 an all-zero row got a gradient 1e12 times the cotangent.
+  from jaxcl.losses import _common as c
+  direction = np.linspace(-1.0, 1.0, D).astype(np.float32)
+  direction /= np.linalg.norm(direction)
+  for norm in (0.0, 1e-12, 1e-9, 1e-7, 1e-6, 1e-5, 1e-2, 1.0, 1e4):
+    jac = jax.jacobian(c.l2_normalize)(jnp.float32(norm) * direction)
+    bound = 1.0 / max(norm, 1e-6)
+    assert np.linalg.norm(np.asarray(jac), 2) <= 1.0001 * min(bound, 1e6), norm
+  # Rows that are not tiny are unit vectors, as before.
+  np.testing.assert_allclose(np.linalg.norm(c.l2_normalize(X[:, 0]), axis=-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_zero_row_gradient_is_bounded(name):
+  # A valid all-zero row (a dead ReLU head): its gradient is at most 1e6 times the gradient
+  # with respect to its normalised row (~|dL/du| <= 2 / T here), never the 1e12 x of a
+  # squared-norm clamp at 1e-24, which one SGD step turns into a destroyed encoder.
+  f = LOSSES[name]
+  g = np.asarray(jax.jit(jax.grad(lambda x: jnp.sum(f(x))))(_with_zero_row(jnp.asarray(X))))
+  zero_row, others = np.linalg.norm(g[2]), np.delete(g, 2, axis=0)
+  assert np.all(np.isfinite(g))
+  assert zero_row <= 1e6 * 2 / 0.1 * K, zero_row       # 2e7: T >= 0.1 for every loss here
+  assert np.abs(others).max() < 1e3

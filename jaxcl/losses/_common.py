@@ -11,6 +11,8 @@ import numpy as np
 from jaxcl import collectives
 
 EPS = 1e-12
+# Norm floor of l2_normalize: its gradient is bounded by 1 / NORM_EPS.
+NORM_EPS = 1e-6
 
 
 def check_float(name: str, x, fn: str):
@@ -106,10 +108,17 @@ def paired(fn: str, name_a: str, a, name_b: str, b, temperature):
 
 
 def l2_normalize(x, axis=-1):
-  """``x / ||x||`` in float32; an all-zero row stays zero (finite value and gradient)."""
+  """``x / max(||x||, NORM_EPS)`` in float32; an all-zero row stays zero.
+
+  The Jacobian is ``(I - u u^T) / ||x||`` above ``NORM_EPS`` and ``I / NORM_EPS`` below, so its
+  norm is at most ``1 / NORM_EPS = 1e6`` for every row (the clamp is on the squared norm, so the
+  square root is never differentiated at 0). A clamp at ``1e-12`` gave an all-zero row a
+  gradient ``1e12`` times its cotangent, which one optimiser step turns into a ruined encoder.
+  Rows with ``||x|| >= 1e-6`` (every row that is not numerically zero) are unit vectors.
+  """
   x = x.astype(jnp.float32)
   sq = jnp.sum(x * x, axis=axis, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(sq, EPS * EPS))
+  return x * jax.lax.rsqrt(jnp.maximum(sq, NORM_EPS * NORM_EPS))
 
 
 def prepare(x, normalize: bool):
