@@ -401,3 +401,45 @@ def test_ring_memory_is_flat_in_device_count():
   tile = 64 * 32 * 4
   assert eight - one <= 8 * tile, (one, eight)
   assert eight <= 1.02 * four, (four, eight)
+
+
+# ---------------------------------------------------------------------------------------------
+# Named vmap axes: the ring needs shard_map's mesh axes (its custom VJP's backward pass cannot
+# see a vmap axis); "auto" falls back to the gathered kernels, an explicit ring is an error.
+
+
+def _vmapped(name, impl):
+  def per_device(x):
+    _, per = _objective_loss(name, {**x, "bias": jnp.float32(-1.5)}, jnp.float32(TEMPERATURE),
+                             impl=impl, block_size=BLOCK, axis_name="v")
+    return per
+
+  def loss(diff):
+    x = {**_vmap_inputs(), **diff}
+    per = jax.vmap(per_device, axis_name="v")(x)
+    return jnp.sum(per * _weights(per.size).reshape(per.shape)), per
+
+  return jax.jit(jax.value_and_grad(loss, has_aux=True))(
+      {n: v for n, v in _vmap_inputs().items() if n in ("a", "b")})
+
+
+def _vmap_inputs():
+  x = _inputs(4 * B_LOCAL, seed=5)
+  return {n: v.reshape((4, B_LOCAL) + v.shape[1:]) for n, v in x.items() if n != "shared"}
+
+
+@pytest.mark.parametrize("name", ["clip_loss", "siglip_loss"])
+def test_auto_under_vmap_axis_falls_back_from_ring(name, monkeypatch):
+  from jaxcl.kernels import lse
+  want = _vmapped(name, "dense")
+  monkeypatch.setattr(lse, "AUTO_DENSE_MAX_LOGITS", 1)      # "auto" would pick the ring
+  got = _vmapped(name, "auto")
+  _close(got[0][1], want[0][1], f"{name}: per-example values")
+  for arg in want[1]:
+    _close(got[1][arg], want[1][arg], f"{name}: d/d {arg}")
+
+
+@pytest.mark.parametrize("name", ["clip_loss", "siglip_loss"])
+def test_explicit_ring_under_vmap_axis_is_a_clear_error(name):
+  with pytest.raises(ValueError, match=r"impl='ring'.*shard_map.*'v'.*impl='blockwise'"):
+    _vmapped(name, "ring")

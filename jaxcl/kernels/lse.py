@@ -175,15 +175,36 @@ def _dense(q, k, scale, q_tags, k_tags, mask_fn, pos_fn, extra_logits, axis_name
   return LSEResult(lse, pos_sum, pos_count)
 
 
+def _non_mesh_axes(axis_name):
+  """The names in ``axis_name`` that are not ``jax.shard_map`` (manual) mesh axes: named
+  ``jax.vmap`` (or ``pmap``) axes."""
+  if axis_name is None:
+    return ()
+  names = tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
+  manual = frozenset(getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()))
+  return tuple(n for n in names if n not in manual)
+
+
 def resolve_impl(impl: str, bq: int, bk: int, axis_name) -> str:
+  """The implementation ``impl`` stands for. ``"auto"``: dense up to
+  ``AUTO_DENSE_MAX_LOGITS`` logits per device, then blockwise, or the ring over ``shard_map``
+  mesh axes. The ring needs mesh axes (its custom VJP types per-device values by them, and its
+  backward pass cannot see a ``vmap`` axis): over a named ``vmap`` axis ``"auto"`` stays
+  blockwise (keys all-gathered) and ``impl="ring"`` is an error."""
   if impl not in IMPLS:
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+  if impl == "ring" and _non_mesh_axes(axis_name):
+    raise ValueError(
+        f"impl='ring' passes keys round the devices of jax.shard_map mesh axes, but axis_name "
+        f"{_non_mesh_axes(axis_name)!r} is not one (a named jax.vmap or pmap axis?); use "
+        f"impl='blockwise' (keys all-gathered along it, then tiled: the same numbers, memory "
+        f"independent of the batch per tile) or impl='dense' there, or run under jax.shard_map")
   if impl != "auto":
     return impl
   n_keys = bk * (collectives.axis_size(axis_name) if axis_name is not None else 1)
   if bq * n_keys <= AUTO_DENSE_MAX_LOGITS:
     return "dense"
-  return "blockwise" if axis_name is None else "ring"
+  return "blockwise" if axis_name is None or _non_mesh_axes(axis_name) else "ring"
 
 
 def contrastive_lse(q, k, scale, *, q_tags: Optional[Tags] = None, k_tags: Optional[Tags] = None,
