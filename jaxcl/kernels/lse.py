@@ -18,7 +18,11 @@ matrix. ``mask_fn(qt, kt)`` receives dicts whose arrays are shaped ``[bq, 1]`` a
 
 Implementations (``impl=``): ``"dense"`` gathers all keys and forms the logits at once.
 ``"blockwise"`` and ``"ring"`` compute the same numbers with memory independent of ``N``
-(see :mod:`jaxcl.kernels.blockwise`); ``"auto"`` picks by size. A row with no candidate has
+(see :mod:`jaxcl.kernels.blockwise`); ``"auto"`` picks by size. The tiled ones are
+``jax.custom_vjp`` functions, so they support reverse mode only (``grad`` / ``vjp``;
+``hessian``, forward-over-reverse, works too): forward mode (``jvp``, ``jacfwd``,
+``linearize``) needs ``impl="dense"`` and is a ``TypeError`` naming ``impl`` otherwise. The ring
+runs over ``jax.shard_map`` mesh axes only (not a named ``vmap`` axis). A row with no candidate has
 ``lse = -inf``; callers mask such rows out.
 
 Precision (``precision=``): every similarity product in jaxcl is one ``einsum``,
@@ -207,6 +211,39 @@ def resolve_impl(impl: str, bq: int, bk: int, axis_name) -> str:
   return "blockwise" if axis_name is None or _non_mesh_axes(axis_name) else "ring"
 
 
+def _forward_mode(xs) -> bool:
+  """Whether forward-mode autodiff (``jax.jvp`` / ``jacfwd``) is the innermost transformation
+  differentiating any of ``xs`` (looking through ``vmap``). Reverse mode traces with
+  ``LinearizeTracer`` s, which pass (``jax.hessian``'s outer jvp differentiates the custom
+  backward pass, which is fine)."""
+  try:
+    from jax._src.interpreters import ad, batching  # pylint: disable=g-import-not-at-top
+  except ImportError:   # JAX's internals moved: keep JAX's own (generic) error
+    return False
+  for x in jax.tree.leaves(xs):
+    while isinstance(x, batching.BatchTracer):
+      x = x.val
+    if isinstance(x, ad.JVPTracer):
+      return True
+  return False
+
+
+def check_reverse_mode(impl: str, resolved: str, *xs):
+  """``impl="blockwise"`` / ``"ring"`` are ``jax.custom_vjp`` functions: reverse mode only.
+  Forward mode applied directly to them is an error naming ``impl`` (through a ``jit`` /
+  ``shard_map`` boundary JAX raises its own "can't apply forward-mode autodiff (jvp) to a
+  custom_vjp function" at lowering instead; ``jax.linearize`` fails when its linear function
+  is evaluated)."""
+  if resolved == "dense" or not _forward_mode(xs):
+    return
+  what = f"impl={impl!r}" + (f" (which picked {resolved!r} at this size)" if impl != resolved
+                             else "")
+  raise TypeError(
+      f"{what}: the blockwise / ring kernels are jax.custom_vjp functions (reverse mode only), "
+      f"so forward-mode autodiff (jax.jvp, jax.jacfwd, jax.linearize) cannot go through them; "
+      f"use impl='dense' for forward mode (jax.grad and jax.hessian work with every impl)")
+
+
 def contrastive_lse(q, k, scale, *, q_tags: Optional[Tags] = None, k_tags: Optional[Tags] = None,
                     mask_fn: Optional[MaskFn] = None, pos_fn: Optional[MaskFn] = None,
                     extra_logits=None, axis_name=None, impl: str = "dense",
@@ -223,7 +260,10 @@ def contrastive_lse(q, k, scale, *, q_tags: Optional[Tags] = None, k_tags: Optio
     extra_logits: ``[Bq, E]`` already-scaled logits of per-row extra candidates
       (``-inf`` entries are ignored); folded into the log-sum-exp.
     axis_name: mesh axis name(s) to gather keys over, inside ``shard_map``.
-    impl: ``"dense" | "blockwise" | "ring" | "auto"``.
+    impl: ``"dense" | "blockwise" | "ring" | "auto"``. ``"blockwise"`` / ``"ring"`` are
+      ``jax.custom_vjp`` functions: reverse mode (``jax.grad``, ``jax.vjp``, ``jax.hessian``)
+      only; forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) needs ``"dense"``
+      (:func:`check_reverse_mode` raises a ``TypeError`` naming ``impl``).
     block_size: key-block size for the blockwise / ring implementations.
     precision: ``precision`` of the similarity product (:func:`product`; ``None`` = JAX's
       default, bfloat16 operands on TPU; ``"highest"`` = float32).
@@ -236,7 +276,9 @@ def contrastive_lse(q, k, scale, *, q_tags: Optional[Tags] = None, k_tags: Optio
   k_tags = dict(k_tags or {})
   if mask_fn is None:
     mask_fn = lambda qt, kt: jnp.ones((), bool)
-  impl = resolve_impl(impl, q.shape[0], k.shape[0], axis_name)
+  resolved = resolve_impl(impl, q.shape[0], k.shape[0], axis_name)
+  check_reverse_mode(impl, resolved, q, k, scale, extra_logits)
+  impl = resolved
   if impl == "dense":
     return _dense(q, k, scale, q_tags, k_tags, mask_fn, pos_fn, extra_logits, axis_name,
                   precision)

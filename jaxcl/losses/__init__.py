@@ -8,7 +8,11 @@ Conventions shared by every function here:
     single-device call on the full batch;
   * the return value is per example for the local rows (``[B_local]``); its global mean is the
     published loss;
-  * ``impl=`` selects the similarity kernel (``"dense"``, ``"blockwise"``, ``"ring"``, ``"auto"``);
+  * ``impl=`` selects the similarity kernel (``"dense"``, ``"blockwise"``, ``"ring"``, ``"auto"``).
+    ``"blockwise"`` / ``"ring"`` are ``jax.custom_vjp`` functions: reverse mode only (``grad``,
+    ``vjp``, ``hessian``); forward mode (``jvp``, ``jacfwd``, ``linearize``) needs
+    ``impl="dense"`` (a ``TypeError`` naming ``impl`` otherwise). ``"ring"`` needs
+    ``jax.shard_map`` mesh axes (over a named ``vmap`` axis ``"auto"`` stays blockwise);
   * ``precision=`` (InfoNCE family, SigLIP) is the ``precision`` of the one similarity product
     (``None``: JAX's default, bfloat16 operands on TPU; ``"highest"``: float32); positives and
     candidates come from that same product, so a loss >= 0 in exact arithmetic stays >= 0.
