@@ -14,8 +14,9 @@ kernels compute the row reductions of ``s_ij = scale * <q_i, k_j>`` tile by tile
 
 Both are ``jax.custom_vjp`` functions (so reverse-mode autodiff only: ``jax.jvp`` /
 ``jax.jacfwd`` through them is a ``TypeError`` naming ``impl``, use ``impl="dense"`` there;
-``jax.hessian``, forward over reverse, works) whose backward pass recomputes every ``[bq, bk]`` tile of
-logits from the saved ``(q, k, scale)`` and per-row statistics (``lse``), as in Inf-CL
+``jax.hessian``, forward over reverse, works) whose backward pass recomputes every
+``[bq, bk]`` tile of logits from the saved ``(q, k, scale)`` and per-row statistics (``lse``),
+as in Inf-CL
 (Cheng et al., "Breaking the Memory Barrier: Near Infinite Batch Size Scaling for Contrastive
 Loss", arXiv 2410.17243) and FlashAttention. With ``w_ij = dL/ds_ij`` (for the lse:
 ``w_ij = g_i exp(s_ij - lse_i) [mask] + h_i [pos]``)::

@@ -21,9 +21,9 @@ Implementations (``impl=``): ``"dense"`` gathers all keys and forms the logits a
 (see :mod:`jaxcl.kernels.blockwise`); ``"auto"`` picks by size. The tiled ones are
 ``jax.custom_vjp`` functions, so they support reverse mode only (``grad`` / ``vjp``;
 ``hessian``, forward-over-reverse, works too): forward mode (``jvp``, ``jacfwd``,
-``linearize``) needs ``impl="dense"`` and is a ``TypeError`` naming ``impl`` otherwise. The ring
-runs over ``jax.shard_map`` mesh axes only (not a named ``vmap`` axis). A row with no candidate has
-``lse = -inf``; callers mask such rows out.
+``linearize``) needs ``impl="dense"`` and is a ``TypeError`` naming ``impl`` otherwise. The
+ring runs over ``jax.shard_map`` mesh axes only (not a named ``vmap`` axis). A row with no
+candidate has ``lse = -inf``; callers mask such rows out.
 
 Precision (``precision=``): every similarity product in jaxcl is one ``einsum``,
 :func:`product`, with ``preferred_element_type=float32`` and the caller's ``precision`` (a
