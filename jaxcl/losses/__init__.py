@@ -7,7 +7,8 @@ Conventions shared by every function here:
     from the global batch through :mod:`jaxcl.collectives`, value and gradient equal the
     single-device call on the full batch;
   * the return value is per example for the local rows (``[B_local]``); its global mean is the
-    published loss;
+    published loss, and :func:`global_mean` (the mean over the valid rows of the global batch,
+    ``psum``-ed along ``axis_name``) is the right reduction under padding;
   * ``impl=`` selects the similarity kernel (``"dense"``, ``"blockwise"``, ``"ring"``, ``"auto"``).
     ``"blockwise"`` / ``"ring"`` are ``jax.custom_vjp`` functions: reverse mode only (``grad``,
     ``vjp``, ``hessian``); forward mode (``jvp``, ``jacfwd``, ``linearize``) needs
@@ -26,6 +27,7 @@ from jaxcl.losses.infonce import clip_loss, info_nce
 from jaxcl.losses.label_contrast import label_contrast
 from jaxcl.losses.laso import analytic_op, init_laso, laso_loss, laso_op, laso_partners
 from jaxcl.losses.mochi import mochi_loss
+from jaxcl.losses.reduce import global_mean
 from jaxcl.losses.multiview import mv_average, mv_dhel, mv_info_nce
 from jaxcl.losses.ntxent import dcl, dclw, nt_xent
 from jaxcl.losses.siglip import siglip_loss
@@ -37,7 +39,7 @@ from jaxcl.losses.symile import symile
 from jaxcl.losses.truncated import truncated_info_nce
 
 __all__ = ["info_nce", "clip_loss", "nt_xent", "dcl", "dclw", "siglip_loss", "supcon",
-           "mv_info_nce", "mv_dhel", "mv_average", "symile"]
+           "mv_info_nce", "mv_dhel", "mv_average", "symile", "global_mean"]
 __all__ += ["swav_loss", "prototype_scores", "normalize_prototypes", "freeze_prototypes_until",
             "mochi_loss", "truncated_info_nce"]
 __all__ += ["supremix", "beclr_loss"]
