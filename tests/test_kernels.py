@@ -401,3 +401,102 @@ def test_ring_memory_is_flat_in_device_count():
   tile = 64 * 32 * 4
   assert eight - one <= 8 * tile, (one, eight)
   assert eight <= 1.02 * four, (four, eight)
+
+
+# ---------------------------------------------------------------------------------------------
+# Named vmap axes: the ring needs shard_map's mesh axes (its custom VJP's backward pass cannot
+# see a vmap axis); "auto" falls back to the gathered kernels, an explicit ring is an error.
+
+
+def _vmapped(name, impl):
+  def per_device(x):
+    _, per = _objective_loss(name, {**x, "bias": jnp.float32(-1.5)}, jnp.float32(TEMPERATURE),
+                             impl=impl, block_size=BLOCK, axis_name="v")
+    return per
+
+  def loss(diff):
+    x = {**_vmap_inputs(), **diff}
+    per = jax.vmap(per_device, axis_name="v")(x)
+    return jnp.sum(per * _weights(per.size).reshape(per.shape)), per
+
+  return jax.jit(jax.value_and_grad(loss, has_aux=True))(
+      {n: v for n, v in _vmap_inputs().items() if n in ("a", "b")})
+
+
+def _vmap_inputs():
+  x = _inputs(4 * B_LOCAL, seed=5)
+  return {n: v.reshape((4, B_LOCAL) + v.shape[1:]) for n, v in x.items() if n != "shared"}
+
+
+@pytest.mark.parametrize("name", ["clip_loss", "siglip_loss"])
+def test_auto_under_vmap_axis_falls_back_from_ring(name, monkeypatch):
+  from jaxcl.kernels import lse
+  want = _vmapped(name, "dense")
+  monkeypatch.setattr(lse, "AUTO_DENSE_MAX_LOGITS", 1)      # "auto" would pick the ring
+  got = _vmapped(name, "auto")
+  _close(got[0][1], want[0][1], f"{name}: per-example values")
+  for arg in want[1]:
+    _close(got[1][arg], want[1][arg], f"{name}: d/d {arg}")
+
+
+@pytest.mark.parametrize("name", ["clip_loss", "siglip_loss"])
+def test_explicit_ring_under_vmap_axis_is_a_clear_error(name):
+  with pytest.raises(ValueError, match=r"impl='ring'.*shard_map.*'v'.*impl='blockwise'"):
+    _vmapped(name, "ring")
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward-mode autodiff: the tiled kernels are custom VJPs (reverse mode only).
+
+_FWD_Q, _FWD_K = _normal(0, (6, D)), _normal(1, (6, D))
+
+
+def _fwd_loss(impl, sig=False, **kw):
+  if sig:
+    return lambda q: jnp.sum(jaxcl.losses.siglip_loss(q, _FWD_K, impl=impl, block_size=4, **kw))
+  return lambda q: jnp.sum(jaxcl.losses.info_nce(q, _FWD_K, impl=impl, block_size=4, **kw))
+
+
+FORWARD_MODES = {
+    "jvp": lambda f: jax.jvp(f, (_FWD_Q,), (_FWD_Q,)),
+    "jit(jvp)": lambda f: jax.jit(lambda q: jax.jvp(f, (q,), (q,)))(_FWD_Q),
+    "jacfwd": lambda f: jax.jacfwd(f)(_FWD_Q),
+    "vmap(jvp)": lambda f: jax.vmap(lambda t: jax.jvp(f, (_FWD_Q,), (t,)))(_FWD_Q[None]),
+    "grad(jvp)": lambda f: jax.grad(lambda q: jax.jvp(f, (q,), (q,))[1])(_FWD_Q),
+}
+
+
+@pytest.mark.parametrize("sig", [False, True], ids=["lse", "sigmoid"])
+@pytest.mark.parametrize("mode", list(FORWARD_MODES))
+def test_forward_mode_through_tiled_kernels_names_impl(mode, sig):
+  for impl in ("blockwise", "ring"):
+    with pytest.raises(TypeError, match=rf"impl='{impl}'.*forward-mode.*impl='dense'"):
+      FORWARD_MODES[mode](_fwd_loss(impl, sig))
+  np.asarray(FORWARD_MODES[mode](_fwd_loss("dense", sig))[0])       # dense: forward mode works
+
+
+def test_forward_mode_names_what_auto_picked(monkeypatch):
+  from jaxcl.kernels import lse
+  monkeypatch.setattr(lse, "AUTO_DENSE_MAX_LOGITS", 1)
+  with pytest.raises(TypeError, match=r"impl='auto'.*'blockwise'.*impl='dense'"):
+    FORWARD_MODES["jvp"](_fwd_loss("auto"))
+
+
+def test_forward_mode_inside_shard_map_ring_names_impl():
+  mesh = _mesh((2,), ("d",))
+  f = lambda q, k: jnp.sum(jaxcl.losses.info_nce(q, k, impl="ring", block_size=2, axis_name="d"))
+  per_device = lambda q, k: jax.jvp(lambda q: f(q, k), (q,), (q,))[1][None]
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P("d"), P("d")), out_specs=P("d"))
+  with jax.set_mesh(mesh), pytest.raises(TypeError, match=r"impl='ring'.*impl='dense'"):
+    sharded(_FWD_Q, _FWD_K)
+
+
+@pytest.mark.parametrize("sig", [False, True], ids=["lse", "sigmoid"])
+def test_reverse_mode_and_hessian_still_work_with_tiled_kernels(sig):
+  g_ref = jax.grad(_fwd_loss("dense", sig))(_FWD_Q)
+  h_ref = jax.hessian(_fwd_loss("dense", sig))(_FWD_Q)
+  for impl in ("blockwise", "ring"):
+    _close(jax.grad(_fwd_loss(impl, sig))(_FWD_Q), g_ref, f"{impl}: grad")
+    # jax.hessian is forward-over-reverse: the outer jvp differentiates the custom backward pass.
+    h = jax.hessian(_fwd_loss(impl, sig))(_FWD_Q)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-4, atol=1e-4 * np.abs(h_ref).max())

@@ -149,3 +149,44 @@ def test_learnable_temperature_receives_gradient(name):
   b = a + np.random.default_rng(1).normal(size=(B, D)).astype(np.float32)
   g = jax.jit(jax.grad(lambda s: jnp.mean(f(a, b, jnp.exp(-s)))))(jnp.float32(np.log(10.0)))
   assert np.isfinite(g) and g != 0
+
+
+# A non-scalar temperature meant different things under impl="dense" (broadcast over keys in
+# the log-sum-exp, over queries in the positive) and "blockwise" (an error from inside the
+# kernel): every loss rejects rank > 0 at trace time, naming the loss and 'temperature'.
+VECTOR_T = {
+    **{f: (lambda t, f=f, **kw: getattr(losses, f)(x, 2 * x, temperature=t, **kw))
+       for f in TWO_ARG},
+    "supcon": lambda t, **kw: losses.supcon(views, labels % 2, temperature=t, **kw),
+    "mv_info_nce": lambda t, **kw: losses.mv_info_nce(views, temperature=t, **kw),
+    "mv_dhel": lambda t, **kw: losses.mv_dhel(views, temperature=t, **kw),
+    "mv_average": lambda t, **kw: losses.mv_average(views, temperature=t, **kw),
+    "symile": lambda t, **kw: losses.symile([x, 2 * x], temperature=t, negatives="n_squared",
+                                            **kw),
+    "grace_loss": lambda t, **kw: losses.contrib.grace_loss(x, 2 * x, temperature=t, **kw),
+    "truncated_info_nce": lambda t, **kw: losses.contrib.truncated_info_nce(
+        x, 2 * x, temperature=t, num_negatives=2, **kw),
+    "smoothed_info_nce": lambda t, **kw: losses.contrib.smoothed_info_nce(x, 2 * x, temperature=t, **kw),
+    "distilled_info_nce": lambda t, **kw: losses.contrib.distilled_info_nce(x, 2 * x, temperature=t,
+                                                                    **kw),
+    "label_nt_xent": lambda t, **kw: losses.contrib.label_nt_xent(views[:, :2], labels % 2,
+                                                          temperature=t, **kw),
+    "soft_clip_loss": lambda t, **kw: losses.contrib.soft_clip_loss(x, 2 * x, temperature=t, **kw),
+    "whitenedcse_loss": lambda t, **kw: losses.contrib.whitenedcse_loss(views, temperature=t, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(VECTOR_T))
+def test_non_scalar_temperature_is_rejected(name):
+  f = VECTOR_T[name]
+  match = rf"{name}: 'temperature' must be a scalar"
+  for t in (np.full((B,), 0.1, np.float32), np.float32([0.1]), jnp.full((B, 1), 0.1)):
+    for impl in ("dense", "blockwise"):   # the same check whatever the kernel
+      with pytest.raises(ValueError, match=match):
+        f(t, impl=impl)
+  # Traced: the check is on the rank, so it fires at trace time too.
+  with pytest.raises(ValueError, match=match):
+    jax.jit(f)(jnp.full((B,), 0.1))
+  # A traced scalar still works and keeps its gradient.
+  g = jax.jit(jax.grad(lambda t: jnp.mean(f(t))))(jnp.float32(0.2))
+  assert np.isfinite(g) and g != 0

@@ -91,3 +91,66 @@ def test_float64_inputs_give_float32():
   assert out.dtype == jnp.float32
   assert np.all(np.isfinite(g))
   np.testing.assert_allclose(out, losses.nt_xent(X[:, 0], X[:, 1]), rtol=1e-6)
+
+
+# name -> f(x [B, K, D], valid [B], impl) -> per-example losses
+PADDED = {
+    "info_nce": lambda x, v, impl: losses.info_nce(x[:, 0], x[:, 1], negatives=x[:, 2:3],
+                                                   valid=v, impl=impl, block_size=4),
+    "clip_loss": lambda x, v, impl: losses.clip_loss(x[:, 0], x[:, 1], valid=v, impl=impl,
+                                                     block_size=4),
+    "nt_xent": lambda x, v, impl: losses.nt_xent(x[:, 0], x[:, 1], valid=v, impl=impl,
+                                                 block_size=4),
+    "dcl": lambda x, v, impl: losses.dcl(x[:, 0], x[:, 1], valid=v, impl=impl, block_size=4),
+    "dclw": lambda x, v, impl: losses.dclw(x[:, 0], x[:, 1], valid=v, impl=impl, block_size=4),
+    "siglip_loss": lambda x, v, impl: losses.siglip_loss(x[:, 0], x[:, 1], valid=v, impl=impl,
+                                                         block_size=4),
+    "supcon": lambda x, v, impl: losses.supcon(x[:, :2], LABELS[:x.shape[0]], valid=v,
+                                               impl=impl, block_size=4),
+    "mv_info_nce": lambda x, v, impl: losses.mv_info_nce(x, valid=v, impl=impl, block_size=4),
+    "mv_dhel": lambda x, v, impl: losses.mv_dhel(x, valid=v, impl=impl, block_size=4),
+    "symile": lambda x, v, impl: losses.symile([x[:, 0], x[:, 1], x[:, 2]], temperature=0.1,
+                                               negatives="n_squared", valid=v, impl=impl,
+                                               block_size=4),
+}
+
+
+@pytest.mark.parametrize("impl", ["dense", "blockwise"])
+@pytest.mark.parametrize("name", list(PADDED))
+def test_all_padding_batch_gives_zero_value_and_gradient(name, impl):
+  # A global batch that is all padding (the tail of an epoch, a filtered batch): value 0 and a
+  # zero gradient, not NaN (DCLW's softmax over zero valid rows was 0/0 in its weights).
+  x = jnp.asarray(X[:6])
+  valid = np.zeros(6, bool)
+  v, g = jax.jit(jax.value_and_grad(lambda x: jnp.sum(PADDED[name](x, valid, impl))))(x)
+  assert float(v) == 0.0
+  g = np.asarray(g)
+  assert np.all(np.isfinite(g)), f"{np.isnan(g).sum()} of {g.size} gradient entries are NaN"
+  assert np.all(g == 0.0)
+
+
+def test_normalisation_gradient_is_bounded():
+  # d(x / max(||x||, eps))/dx has spectral norm 1 / max(||x||, eps) <= 1 / eps = 1e6; with the
+  # squared norm clamped at 1e-24 an all-zero row got a gradient 1e12 times the cotangent.
+  from jaxcl.losses import _common as c
+  direction = np.linspace(-1.0, 1.0, D).astype(np.float32)
+  direction /= np.linalg.norm(direction)
+  for norm in (0.0, 1e-12, 1e-9, 1e-7, 1e-6, 1e-5, 1e-2, 1.0, 1e4):
+    jac = jax.jacobian(c.l2_normalize)(jnp.float32(norm) * direction)
+    bound = 1.0 / max(norm, 1e-6)
+    assert np.linalg.norm(np.asarray(jac), 2) <= 1.0001 * min(bound, 1e6), norm
+  # Rows that are not tiny are unit vectors, as before.
+  np.testing.assert_allclose(np.linalg.norm(c.l2_normalize(X[:, 0]), axis=-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_zero_row_gradient_is_bounded(name):
+  # A valid all-zero row (a dead ReLU head): its gradient is at most 1e6 times the gradient
+  # with respect to its normalised row (~|dL/du| <= 2 / T here), never the 1e12 x of a
+  # squared-norm clamp at 1e-24, which one SGD step turns into a destroyed encoder.
+  f = LOSSES[name]
+  g = np.asarray(jax.jit(jax.grad(lambda x: jnp.sum(f(x))))(_with_zero_row(jnp.asarray(X))))
+  zero_row, others = np.linalg.norm(g[2]), np.delete(g, 2, axis=0)
+  assert np.all(np.isfinite(g))
+  assert zero_row <= 1e6 * 2 / 0.1 * K, zero_row       # 2e7: T >= 0.1 for every loss here
+  assert np.abs(others).max() < 1e3

@@ -12,8 +12,11 @@ kernels compute the row reductions of ``s_ij = scale * <q_i, k_j>`` tile by tile
   at the end;
 * :func:`sigmoid_row_sum_tiled` -- SigLIP's ``sum_j -log sigmoid(z_ij (s_ij + bias))``.
 
-Both are ``jax.custom_vjp`` functions whose backward pass recomputes every ``[bq, bk]`` tile of
-logits from the saved ``(q, k, scale)`` and per-row statistics (``lse``), as in Inf-CL
+Both are ``jax.custom_vjp`` functions (so reverse-mode autodiff only: ``jax.jvp`` /
+``jax.jacfwd`` through them is a ``TypeError`` naming ``impl``, use ``impl="dense"`` there;
+``jax.hessian``, forward over reverse, works) whose backward pass recomputes every
+``[bq, bk]`` tile of logits from the saved ``(q, k, scale)`` and per-row statistics (``lse``),
+as in Inf-CL
 (Cheng et al., "Breaking the Memory Barrier: Near Infinite Batch Size Scaling for Contrastive
 Loss", arXiv 2410.17243) and FlashAttention. With ``w_ij = dL/ds_ij`` (for the lse:
 ``w_ij = g_i exp(s_ij - lse_i) [mask] + h_i [pos]``)::
@@ -52,7 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcl import collectives
-from jaxcl.kernels.lse import LSEResult
+from jaxcl.kernels.lse import LSEResult, product, rounds_to_bfloat16
 
 # Default tile edge (rows of queries and of keys), the losses' default too. A 1024 x 1024 float32
 # tile (4 MiB) stays in a CPU's L3 and amortises the per-tile loop overhead.
@@ -124,12 +127,17 @@ class _Plan:
   tk: int
   ring_axis: Any  # axis name(s) the keys travel round, or None
   n_dev: int
+  precision: Any = None  # of every product (tile logits and the backward pass's sums)
+  # The bfloat16_products testing hook's (lhs, rhs) decision, fixed when the forward pass is
+  # traced so that the backward pass recomputes the very same tiles.
+  rounding: Tuple[bool, bool] = (False, False)
 
 
-def _plan(bq: int, bk: int, block_size, ring_axis) -> _Plan:
+def _plan(bq: int, bk: int, block_size, ring_axis, precision=None) -> _Plan:
   tq, tk = _block_sizes(block_size, bq, bk)
   n_dev = collectives.axis_size(ring_axis) if ring_axis is not None else 1
-  return _Plan(math.ceil(bq / tq), tq, math.ceil(bk / tk), tk, ring_axis, n_dev)
+  return _Plan(math.ceil(bq / tq), tq, math.ceil(bk / tk), tk, ring_axis, n_dev, precision,
+               rounds_to_bfloat16(precision))
 
 
 def _key_side(k, k_tags, plan: _Plan):
@@ -156,9 +164,8 @@ def _unrows(x, n: int):
 # -> w`` returns ``dL/ds`` for one tile from the per-row residuals ``res``.
 
 
-def _tile_logits(qb, kb, scale):
-  s = jax.lax.dot_general(qb, kb, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-  return s * scale
+def _tile_logits(qb, kb, scale, plan: _Plan):
+  return product("id,jd->ij", qb, kb, plan.precision, plan.rounding) * scale
 
 
 def _expand_q(tags):
@@ -169,7 +176,7 @@ def _expand_k(tags):
   return {n: v[None, :] for n, v in tags.items() if n != "__ok"}, tags["__ok"][None, :]
 
 
-def _fold_shard(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale):
+def _fold_shard(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale, plan):
   """Folds one shard of keys (all its tiles) into the state of every query tile."""
 
   def per_query_tile(_, xs):
@@ -179,7 +186,7 @@ def _fold_shard(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale):
     def per_key_tile(st, ys):
       kb, kt = ys
       kt, ok = _expand_k(kt)
-      return fold(st, _tile_logits(qb, kb, scale), qt, kt, ok), None
+      return fold(st, _tile_logits(qb, kb, scale, plan), qt, kt, ok), None
 
     st, _ = jax.lax.scan(per_key_tile, st, (k_blk, kt_blk))
     return None, st
@@ -188,7 +195,7 @@ def _fold_shard(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale):
   return state
 
 
-def _grad_shard(weights, res, a0, q_blk, qt_blk, k_blk, kt_blk, scale, with_wsum):
+def _grad_shard(weights, res, a0, q_blk, qt_blk, k_blk, kt_blk, scale, with_wsum, plan):
   """For one shard of keys: ``A_i = a0_i + sum_j w_ij k_j`` per query row, ``sum_i w_ij q_i``
   per key row (both unscaled, float32) and, if asked, ``sum_ij w_ij``. ``a0`` is added in
   place so a ring keeps one query-sized accumulator, not one per visit."""
@@ -201,10 +208,9 @@ def _grad_shard(weights, res, a0, q_blk, qt_blk, k_blk, kt_blk, scale, with_wsum
       a, wsum = carry
       kb, kt = ys
       kt, ok = _expand_k(kt)
-      w = weights(rs, _tile_logits(qb, kb, scale), qt, kt, ok)
-      a = a + jax.lax.dot(w.astype(kb.dtype), kb, preferred_element_type=jnp.float32)
-      dkb = jax.lax.dot_general(w.astype(qb.dtype), qb, (((0,), (0,)), ((), ())),
-                                preferred_element_type=jnp.float32)
+      w = weights(rs, _tile_logits(qb, kb, scale, plan), qt, kt, ok)
+      a = a + product("ij,jd->id", w.astype(kb.dtype), kb, plan.precision, plan.rounding)
+      dkb = product("ij,id->jd", w.astype(qb.dtype), qb, plan.precision, plan.rounding)
       if with_wsum:
         wsum = wsum + jnp.sum(w)
       return (a, wsum), dkb
@@ -236,17 +242,17 @@ def _sweep_fwd(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale, plan: _Plan):
   does not depend on the device count.
   """
   if plan.n_dev == 1:
-    return _fold_shard(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale)
+    return _fold_shard(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale, plan)
 
   def per_tile(state, ys):
     def hop(carry, _):
       state, kb, kt = carry
-      state = _fold_shard(fold, state, q_blk, qt_blk, kb[None], _one_tile(kt), scale)
+      state = _fold_shard(fold, state, q_blk, qt_blk, kb[None], _one_tile(kt), scale, plan)
       kb, kt = collectives.ppermute_next((kb, kt), plan.ring_axis)
       return (state, kb, kt), None
 
     (state, kb, kt), _ = jax.lax.scan(hop, (state,) + ys, None, length=plan.n_dev - 1)
-    return _fold_shard(fold, state, q_blk, qt_blk, kb[None], _one_tile(kt), scale), None
+    return _fold_shard(fold, state, q_blk, qt_blk, kb[None], _one_tile(kt), scale, plan), None
 
   state, _ = jax.lax.scan(per_tile, state, _on_ring(k_blk, kt_blk, plan))
   return state
@@ -257,11 +263,11 @@ def _sweep_bwd(weights, res, q_blk, qt_blk, k_blk, kt_blk, scale, plan: _Plan, w
   accumulator rides the ring with the tile and is home after one last hop."""
   a0 = _vary_like(jnp.zeros(q_blk.shape, jnp.float32), q_blk, k_blk, scale, res)
   if plan.n_dev == 1:
-    return _grad_shard(weights, res, a0, q_blk, qt_blk, k_blk, kt_blk, scale, with_wsum)
+    return _grad_shard(weights, res, a0, q_blk, qt_blk, k_blk, kt_blk, scale, with_wsum, plan)
 
   def visit(a, wsum, kb, kt):
     a, dk_s, w_s = _grad_shard(weights, res, a, q_blk, qt_blk, kb[None], _one_tile(kt), scale,
-                               with_wsum)
+                               with_wsum, plan)
     return a, wsum + w_s, dk_s[0]
 
   def per_tile(carry, ys):
@@ -304,6 +310,14 @@ def _zero_like_tags(tags):
 def _finite_lse(m, l):
   """``m + log l`` with ``-inf`` for empty rows."""
   return jnp.where(l > 0, m + jnp.log(jnp.where(l > 0, l, 1.0)), -jnp.inf)
+
+
+def _row_lse(m, l):
+  """:func:`_finite_lse` of the online statistics, with ``l >= 1``: the row's max contributes
+  ``exp(0) = 1`` in exact arithmetic, but XLA may contract the tile's scale multiply into the
+  ``s - m`` of the exponent (an FMA), putting ``l`` an ulp under 1 and the lse under the max
+  logit (a loss that is >= 0 would go -1 ulp negative). Forward value only (custom VJP)."""
+  return _finite_lse(m, jnp.where(l > 0, jnp.maximum(l, 1.0), l))
 
 
 def _logaddexp(a, b):
@@ -352,7 +366,7 @@ def _make_lse(mask_fn, pos_fn, plan: _Plan):
     state = _vary_like((zeros - jnp.inf, zeros, zeros, zeros), q, k, scale)
     m, l, ps, pc = _sweep_fwd(fold, state, q_blk, qt_blk, k_blk, kt_blk, scale, plan)
     n = q.shape[0]
-    lse = _unrows(_finite_lse(jnp.where(jnp.isfinite(m), m, 0.0), l), n)
+    lse = _unrows(_row_lse(jnp.where(jnp.isfinite(m), m, 0.0), l), n)
     if extra is not None:
       lse = _logaddexp(lse, _extra_lse(extra.astype(jnp.float32)))
     return lse, _unrows(ps, n), _unrows(pc, n)
@@ -392,7 +406,7 @@ def _make_lse(mask_fn, pos_fn, plan: _Plan):
 
 def contrastive_lse_tiled(q, k, scale, *, q_tags, k_tags, mask_fn, pos_fn=None, extra_logits=None,
                           axis_name=None, ring: bool = False,
-                          block_size: BlockSize = DEFAULT_BLOCK) -> LSEResult:
+                          block_size: BlockSize = DEFAULT_BLOCK, precision=None) -> LSEResult:
   """Blockwise / ring version of :func:`jaxcl.kernels.contrastive_lse` (same arguments, same
   :class:`~jaxcl.kernels.LSEResult`); ``block_size`` may be ``(query_rows, key_rows)``."""
   scale = jnp.asarray(scale, jnp.float32)
@@ -404,7 +418,7 @@ def contrastive_lse_tiled(q, k, scale, *, q_tags, k_tags, mask_fn, pos_fn=None, 
   scale = _vary_like(scale, q, k, _pvary(jnp.zeros(()), ring_axis))
   if extra_logits is not None:
     extra_logits = _vary_like(extra_logits, q, k, scale)
-  plan = _plan(q.shape[0], k.shape[0], block_size, ring_axis)
+  plan = _plan(q.shape[0], k.shape[0], block_size, ring_axis, precision)
   fn = _make_lse(mask_fn, pos_fn, plan)
   out = fn(q, k, scale, extra_logits, dict(q_tags), dict(k_tags))
   if pos_fn is None:
@@ -467,7 +481,7 @@ def _make_sigmoid(pos_fn, valid_fn, plan: _Plan):
 
 def sigmoid_row_sum_tiled(q, k, scale, bias, *, q_tags, k_tags, pos_fn,
                           valid_fn: Optional[Callable] = None, axis_name=None, ring: bool = False,
-                          block_size: BlockSize = DEFAULT_BLOCK):
+                          block_size: BlockSize = DEFAULT_BLOCK, precision=None):
   """Blockwise / ring version of :func:`jaxcl.kernels.sigmoid_row_sum` (same arguments)."""
   scale = jnp.asarray(scale, jnp.float32)
   bias = jnp.asarray(bias, jnp.float32)
@@ -476,6 +490,6 @@ def sigmoid_row_sum_tiled(q, k, scale, bias, *, q_tags, k_tags, pos_fn,
     k = collectives.all_gather(k, axis_name)
     k_tags = {n: collectives.all_gather(v, axis_name) for n, v in k_tags.items()}
   scale, bias = _vary_like((scale, bias), q, k, _pvary(jnp.zeros(()), ring_axis))
-  plan = _plan(q.shape[0], k.shape[0], block_size, ring_axis)
+  plan = _plan(q.shape[0], k.shape[0], block_size, ring_axis, precision)
   fn = _make_sigmoid(pos_fn, valid_fn, plan)
   return fn(q, k, scale, bias, dict(q_tags or {}), dict(k_tags or {}))

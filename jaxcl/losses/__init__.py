@@ -7,8 +7,16 @@ Conventions shared by every function here (``docs/losses.md``):
     from the global batch through :mod:`jaxcl.collectives`, value and gradient equal the
     single-device call on the full batch;
   * the return value is per example for the local rows (``[B_local]``); its global mean is the
-    published loss;
+    published loss, and :func:`global_mean` (the mean over the valid rows of the global batch,
+    ``psum``-ed along ``axis_name``) is the right reduction under padding;
   * ``impl=`` selects the similarity kernel (``"dense"``, ``"blockwise"``, ``"ring"``, ``"auto"``).
+    ``"blockwise"`` / ``"ring"`` are ``jax.custom_vjp`` functions: reverse mode only (``grad``,
+    ``vjp``, ``hessian``); forward mode (``jvp``, ``jacfwd``, ``linearize``) needs
+    ``impl="dense"`` (a ``TypeError`` naming ``impl`` otherwise). ``"ring"`` needs
+    ``jax.shard_map`` mesh axes (over a named ``vmap`` axis ``"auto"`` stays blockwise);
+  * ``precision=`` (InfoNCE family, SigLIP) is the ``precision`` of the one similarity product
+    (``None``: JAX's default, bfloat16 operands on TPU; ``"highest"``: float32); positives and
+    candidates come from that same product, so a loss >= 0 in exact arithmetic stays >= 0.
 
 Naming rule for the whole surface: a function is named for the objective it computes
 (``info_nce``, ``nt_xent``, ``supcon``, ``dcl``), with a ``_loss`` suffix where the bare name
@@ -24,6 +32,7 @@ submodules (``jaxcl.losses.hydra``, ``jaxcl.losses.tcl``, ...).
 from jaxcl.losses.infonce import clip_loss, info_nce
 from jaxcl.losses.multiview import mv_average, mv_dhel, mv_info_nce
 from jaxcl.losses.ntxent import dcl, dclw, nt_xent
+from jaxcl.losses.reduce import global_mean
 from jaxcl.losses.siglip import siglip_loss
 from jaxcl.losses.supcon import supcon
 from jaxcl.losses.swav import normalize_prototypes, prototype_scores, swav_loss
@@ -32,7 +41,7 @@ from jaxcl.losses import contrib  # noqa: E402  (after the core: contrib builds 
 
 __all__ = ["info_nce", "clip_loss", "nt_xent", "dcl", "dclw", "siglip_loss", "supcon",
            "mv_info_nce", "mv_dhel", "mv_average", "symile", "swav_loss", "prototype_scores",
-           "normalize_prototypes", "contrib"]
+           "normalize_prototypes", "global_mean", "contrib"]
 
 
 def __getattr__(name):

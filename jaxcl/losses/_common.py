@@ -11,6 +11,8 @@ import numpy as np
 from jaxcl import collectives
 
 EPS = 1e-12
+# Norm floor of l2_normalize: its gradient is bounded by 1 / NORM_EPS.
+NORM_EPS = 1e-6
 
 
 def check_float(name: str, x, fn: str):
@@ -61,6 +63,33 @@ def check_positive(name: str, value, fn: str):
       raise ValueError(f"{fn}: '{name}' must be > 0, got {value}")
 
 
+def check_temperature(value, fn: str, name: str = "temperature"):
+  """The one check of a temperature-like argument: a scalar (Python float, 0-d array, or a
+  traced 0-d value: a learnable temperature) and, when concrete, > 0. A per-row or ``[1]``
+  temperature is an error here: it would broadcast differently in a loss's log-sum-exp and its
+  positive, and the tiled kernels take a scalar scale."""
+  ndim = np.ndim(value) if not hasattr(value, "ndim") else value.ndim
+  if ndim != 0:
+    shape = tuple(np.shape(value)) if not hasattr(value, "shape") else tuple(value.shape)
+    raise ValueError(f"{fn}: '{name}' must be a scalar (rank 0), got shape {shape}")
+  check_positive(name, value, fn)
+
+
+def check_precision(precision, fn: str):
+  """``precision`` of the similarity product, as ``jnp.einsum`` takes it: ``None`` (JAX's
+  default: bfloat16 operands on TPU, TF32 on GPU), a ``jax.lax.Precision`` or its name
+  (``"highest"`` = float32), a ``(lhs, rhs)`` pair of those, or a ``jax.lax.DotAlgorithmPreset``
+  (or its name). Checked by JAX's own rules, at trace time."""
+  try:
+    jax.eval_shape(lambda a: jnp.einsum("i,i->", a, a, precision=precision),
+                   jax.ShapeDtypeStruct((1,), jnp.float32))
+  except (ValueError, TypeError, KeyError) as e:
+    raise ValueError(f"{fn}: 'precision' must be None, a jax.lax.Precision or its name "
+                     f"('default', 'high', 'highest'), a pair of those or a "
+                     f"jax.lax.DotAlgorithmPreset, got {precision!r}") from e
+  return precision
+
+
 def embeddings(name: str, x, fn: str, rank: int = 2, what: str = "[batch, dim]"):
   check_float(name, x, fn)
   x = jnp.asarray(x)
@@ -74,15 +103,22 @@ def paired(fn: str, name_a: str, a, name_b: str, b, temperature):
   b = embeddings(name_b, b, fn)
   check_same(name_a, a, name_b, b, 0, fn, "batch size")
   check_same(name_a, a, name_b, b, 1, fn, "feature size")
-  check_positive("temperature", temperature, fn)
+  check_temperature(temperature, fn)
   return a, b
 
 
 def l2_normalize(x, axis=-1):
-  """``x / ||x||`` in float32; an all-zero row stays zero (finite value and gradient)."""
+  """``x / max(||x||, NORM_EPS)`` in float32; an all-zero row stays zero.
+
+  The Jacobian is ``(I - u u^T) / ||x||`` above ``NORM_EPS`` and ``I / NORM_EPS`` below, so its
+  norm is at most ``1 / NORM_EPS = 1e6`` for every row (the clamp is on the squared norm, so the
+  square root is never differentiated at 0). A clamp at ``1e-12`` gave an all-zero row a
+  gradient ``1e12`` times its cotangent, which one optimiser step turns into a ruined encoder.
+  Rows with ``||x|| >= 1e-6`` (every row that is not numerically zero) are unit vectors.
+  """
   x = x.astype(jnp.float32)
   sq = jnp.sum(x * x, axis=axis, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(sq, EPS * EPS))
+  return x * jax.lax.rsqrt(jnp.maximum(sq, NORM_EPS * NORM_EPS))
 
 
 def prepare(x, normalize: bool):

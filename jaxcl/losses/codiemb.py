@@ -72,7 +72,7 @@ def codiemb_ir(query, positives, negatives=None, *, temperature=0.02, axis_name=
   positives = c.embeddings("positives", positives, fn, 3, "[batch, positives, dim]")
   c.check_same("query", query, "positives", positives, 0, fn, "batch size")
   c.check_same("query", query, "positives", positives, 1, fn, "feature size", axis_b=2)
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   if negatives is not None:
     negatives = c.embeddings("negatives", negatives, fn, 3, "[batch, negatives, dim]")
     c.check_same("query", query, "negatives", negatives, 0, fn, "batch size")
@@ -129,6 +129,7 @@ def average_rank(x, valid=None, *, descending=False):
 def soft_rank(x, *, temperature=0.1, valid=None):
   """Differentiable 0-based ascending ranks ``r_i = sum_{j != i} sigmoid((x_i - x_j) / t)``;
   tends to :func:`average_rank` as ``t -> 0`` (ties -> 0.5 each). O(n^2)."""
+  c.check_temperature(temperature, "soft_rank")
   x = jnp.asarray(x, jnp.float32)
   v = jnp.ones(x.shape, bool) if valid is None else jnp.asarray(valid, bool)
   pair = jax.nn.sigmoid((x[:, None] - x[None, :]) / temperature)
@@ -178,7 +179,7 @@ def codiemb_sts_terms(a, b, scores, *, temperature=0.05, rank_temperature=0.1, v
   """
   fn = "codiemb_sts"
   a, b = c.paired(fn, "a", a, "b", b, temperature)
-  c.check_positive("rank_temperature", rank_temperature, fn)
+  c.check_temperature(rank_temperature, fn, "rank_temperature")
   c.check_float("scores", scores, fn)
   y = jnp.asarray(scores, jnp.float32)
   if y.shape != (a.shape[0],):
@@ -204,6 +205,7 @@ def codiemb_sts(a, b, scores, *, temperature=0.05, pearson_weight=2.0, pro_weigh
                 axis_name=None, normalize=True):
   """``L_STS`` (module docstring; the code's weights 2 / 0.5 / 5, Spearman term off) on every
   valid row ``[B_local]`` (0 on padded rows)."""
+  c.check_temperature(temperature, "codiemb_sts")
   terms = codiemb_sts_terms(a, b, scores, temperature=temperature, valid=valid,
                             rank_temperature=rank_temperature, axis_name=axis_name,
                             normalize=normalize, spearman=not _is_zero(spearman_weight))

@@ -113,8 +113,8 @@ def codiemb_joint(z, task, scores, *, positives=1, form="codiemb", temperature=0
   p = c.as_int(positives)
   if p is None or not 1 <= p < m:
     raise ValueError(f"{fn}: 'positives' must be an int in [1, {m - 1}], got {positives!r}")
-  c.check_positive("temperature", temperature, fn)
-  c.check_positive("sts_temperature", sts_temperature, fn)
+  c.check_temperature(temperature, fn)
+  c.check_temperature(sts_temperature, fn, "sts_temperature")
   task = jnp.asarray(task)
   if task.shape != (b,):
     raise ValueError(f"{fn}: 'task' must have shape ({b},), got {tuple(task.shape)}")

@@ -264,7 +264,7 @@ def core_tuning(features, labels, classifier, head=None, *, rng=None, eta=0.1,
   if head is not None and not callable(head):
     raise TypeError(f"{fn}: 'head' must be a callable [rows, dim] -> [rows, out] or None, got "
                     f"{type(head).__name__}")
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   if not isinstance(eta, jax.core.Tracer) and not float(eta) >= 0:
     raise ValueError(f"{fn}: 'eta' must be >= 0, got {eta}")
   if mixup and rng is None:

@@ -161,7 +161,7 @@ def hydra(features, labels, partner_labels, gates=None, *, temperature=0.1, vari
   labels = c.labels_array(labels, b, fn)
   partners = c.labels_array(partner_labels, b, fn, "partner_labels")
   valid = c.valid_mask(valid, b, fn)
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   if variant not in VARIANTS:
     raise ValueError(f"{fn}: 'variant' must be one of {VARIANTS}, got {variant!r}")
   if gates is None:

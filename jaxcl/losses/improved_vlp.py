@@ -153,7 +153,7 @@ def cl2l_loss(image, text, image_local=None, text_local=None, *, temperature=0.0
   fn = "cl2l_loss"
   image, text = c.paired(fn, "image", image, "text", text, temperature)
   b = image.shape[0]
-  c.check_positive("local_temperature", local_temperature, fn)
+  c.check_temperature(local_temperature, fn, "local_temperature")
   _check_smoothing(label_smoothing, fn)
   if reduction not in REDUCTIONS:
     raise ValueError(f"{fn}: 'reduction' must be one of {REDUCTIONS}, got {reduction!r}")

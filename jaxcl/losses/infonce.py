@@ -39,7 +39,8 @@ from jaxcl.losses import _common as c
 
 
 def info_nce(query, key, *, temperature=0.1, negatives=None, axis_name=None, normalize=True,
-             sample_ids=None, valid=None, impl="dense", block_size=1024, group_ids=None):
+             sample_ids=None, valid=None, impl="dense", block_size=1024, group_ids=None,
+             precision=None):
   """One-direction InfoNCE; row ``i``'s positive is ``key[i]``. Returns ``[B_local]``.
 
   Args:
@@ -57,6 +58,9 @@ def info_nce(query, key, *, temperature=0.1, negatives=None, axis_name=None, nor
     impl, block_size: kernel implementation (see :func:`jaxcl.kernels.contrastive_lse`).
     group_ids: ``[B]`` ints; keys (and per-row hard negatives) of other groups are not
       negatives (MCL). Not combinable with shared ``[M, D]`` negatives (they have no group).
+    precision: ``precision`` of the one similarity product (``None``: JAX's default, bfloat16
+      operands on TPU; ``"highest"``: float32). The positive logit is taken from the same
+      product as the candidates, so the value stays >= 0 at any precision.
 
   Recommendations: ``temperature=0.05`` with one mined hard negative per row is the
   Multiple-Negatives-Ranking loss; use ``sample_ids`` when the same item can appear twice in a
@@ -64,6 +68,7 @@ def info_nce(query, key, *, temperature=0.1, negatives=None, axis_name=None, nor
   """
   fn = "info_nce"
   query, key = c.paired(fn, "query", query, "key", key, temperature)
+  c.check_precision(precision, fn)
   b = query.shape[0]
   valid = c.valid_mask(valid, b, fn)
   ids = c.sample_ids_array(sample_ids, b, fn)
@@ -103,20 +108,28 @@ def info_nce(query, key, *, temperature=0.1, negatives=None, axis_name=None, nor
         raise ValueError(f"{fn}: 'group_ids' cannot restrict shared [M, D] 'negatives' (they "
                          "belong to no group); pass per-row [B, M, D] negatives instead")
       c.check_same("query", query, "negatives", negatives, 1, fn, "feature size")
-      extra = logits(q, c.prepare(negatives, normalize), scale)
+      extra = logits(q, c.prepare(negatives, normalize), scale, precision)
     else:
       raise ValueError(f"{fn}: 'negatives' must have rank 3 [B, M, D] or rank 2 [M, D], "
                        f"got shape {tuple(negatives.shape)}")
 
+  # The positive logit s(q_i, k_i) is an entry of the same product as the candidates (the
+  # kernel's positive sum), not a separate float32 dot: at bfloat16 / TF32 precision the two
+  # would differ and the loss could go negative.
   res = contrastive_lse(q, keys, scale, q_tags=q_tags, k_tags=k_tags,
-                        mask_fn=c.candidate_mask(exclude_self=False), extra_logits=extra,
-                        axis_name=axis_name, impl=impl, block_size=block_size)
-  pos = jnp.sum(q * k, axis=-1) * scale
-  return c.finalize(res.lse - pos, valid & jnp.isfinite(res.lse))
+                        mask_fn=c.candidate_mask(exclude_self=False), pos_fn=_own_key,
+                        extra_logits=extra, axis_name=axis_name, impl=impl,
+                        block_size=block_size, precision=precision)
+  return c.finalize(res.lse - res.pos_sum, valid & jnp.isfinite(res.lse))
+
+
+def _own_key(qt, kt):
+  """Query ``i``'s positive: key ``i`` (view 1; hard negatives are view 2)."""
+  return (qt["sample"] == kt["sample"]) & (kt["view"] == 1)
 
 
 def clip_loss(a, b, *, temperature=0.07, axis_name=None, normalize=True, sample_ids=None,
-              valid=None, impl="dense", block_size=1024, group_ids=None):
+              valid=None, impl="dense", block_size=1024, group_ids=None, precision=None):
   """Symmetric CLIP loss: per pair ``i``, ``(info_nce(a, b)_i + info_nce(b, a)_i) / 2``.
 
   The mean over the global batch equals the CLIP objective
@@ -132,7 +145,8 @@ def clip_loss(a, b, *, temperature=0.07, axis_name=None, normalize=True, sample_
   """
   fn = "clip_loss"
   a, b = c.paired(fn, "a", a, "b", b, temperature)
+  c.check_precision(precision, fn)
   kw = dict(temperature=temperature, axis_name=axis_name, normalize=normalize,
             sample_ids=sample_ids, valid=valid, impl=impl, block_size=block_size,
-            group_ids=group_ids)
+            group_ids=group_ids, precision=precision)
   return 0.5 * (info_nce(a, b, **kw) + info_nce(b, a, **kw))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxcl.losses import _common as c
 from jaxcl.losses.infonce import clip_loss
 
 
@@ -43,6 +44,7 @@ def instructue_loss(logits, targets, target_mask, user, text, *, weight=1.0, ar_
   if user.ndim != 2 or user.shape != text.shape or user.shape[0] != logits.shape[0]:
     raise ValueError(f"{fn}: 'user' {tuple(user.shape)} and 'text' {tuple(text.shape)} must "
                      f"both be [B, D] with B = {logits.shape[0]}")
+  c.check_temperature(temperature, fn)
   m = target_mask.astype(jnp.float32)
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), -1)[..., 0]

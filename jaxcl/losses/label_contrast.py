@@ -98,7 +98,7 @@ def label_contrast(z, label_embeddings, labels, *, form="softmax", temperature=0
                      f"{tuple(e.shape)}")
   if form not in FORMS:
     raise ValueError(f"{fn}: 'form' must be one of {FORMS}, got {form!r}")
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   labels = c.labels_array(labels, b, fn)
   valid = c.valid_mask(valid, b, fn)
   if num_negatives is not None:

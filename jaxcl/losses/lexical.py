@@ -78,7 +78,7 @@ def label_nt_xent(features, labels, *, temperature=0.07, axis_name=None, normali
   """
   fn = "label_nt_xent"
   features = c.embeddings("features", features, fn, rank=3, what="[batch, views, dim]")
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   b, v, d = features.shape
   labels = c.labels_array(labels, b, fn)
   valid = c.valid_mask(valid, b, fn)

@@ -82,6 +82,7 @@ def mclrec_meta_loss(h0, h1, h2, h3, *, temperature=1.0, margin_weight=0.1,
   ``h3 = A2(h1)``, plus ``margin_weight`` times their margin regularisers."""
   for name, x in (("h1", h1), ("h2", h2), ("h3", h3)):
     c.paired("mclrec_meta_loss", "h0", h0, name, x, temperature)
+  c.check_temperature(margin_temperature, "mclrec_meta_loss", "margin_temperature")
   kw = dict(axis_name=axis_name, valid=valid)
   pairs = ((h0, h3), (h1, h2), (h2, h3))
   out = sum(nt_xent(x, y, temperature=temperature, normalize=False, impl=impl,

@@ -129,6 +129,7 @@ def concentration(z, centroids, assignments, *, temperature=0.4, num_clusters=No
     temperature: the mean of the returned ``phi``.
   """
   fn = "concentration"
+  c.check_temperature(temperature, fn)
   z = c.l2_normalize(jax.lax.stop_gradient(c.embeddings("z", z, fn)))
   mu = c.l2_normalize(jax.lax.stop_gradient(
       c.embeddings("centroids", centroids, fn, what="[k, dim]")))

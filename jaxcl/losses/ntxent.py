@@ -42,9 +42,16 @@ from jaxcl.kernels import contrastive_lse
 from jaxcl.losses import _common as c
 
 
+def _other_view(qt, kt):
+  return (qt["sample"] == kt["sample"]) & (qt["view"] != kt["view"])
+
+
 def _two_view(fn, z1, z2, temperature, axis_name, normalize, sample_ids, valid, impl,
-              block_size, exclude_same_sample, group_ids=None):
+              block_size, exclude_same_sample, group_ids=None, precision=None):
+  """Both anchors' log-sum-exp ``[2, B]`` and positive logit ``[2, B]`` (taken from the same
+  similarity product, the kernel's positive sum: consistent at any ``precision``)."""
   z1, z2 = c.paired(fn, "z1", z1, "z2", z2, temperature)
+  c.check_precision(precision, fn)
   b = z1.shape[0]
   valid = c.valid_mask(valid, b, fn)
   ids = c.sample_ids_array(sample_ids, b, fn)
@@ -58,15 +65,15 @@ def _two_view(fn, z1, z2, temperature, axis_name, normalize, sample_ids, valid, 
   res = contrastive_lse(u, u, scale, q_tags=tags, k_tags=tags,
                         mask_fn=c.candidate_mask(exclude_self=True,
                                                  exclude_same_sample=exclude_same_sample),
-                        axis_name=axis_name, impl=impl, block_size=block_size)
+                        pos_fn=_other_view, axis_name=axis_name, impl=impl,
+                        block_size=block_size, precision=precision)
   lse = res.lse.reshape(2, b)
-  pos_sim = jnp.sum(u1 * u2, axis=-1)
   keep = valid & jnp.all(jnp.isfinite(lse), axis=0)
-  return lse, pos_sim, scale, valid, keep
+  return lse, res.pos_sum.reshape(2, b), (u1, u2), valid, keep
 
 
 def nt_xent(z1, z2, *, temperature=0.5, axis_name=None, normalize=True, sample_ids=None,
-            valid=None, impl="dense", block_size=1024, group_ids=None):
+            valid=None, impl="dense", block_size=1024, group_ids=None, precision=None):
   """SimCLR's NT-Xent over ``2N`` anchors (self excluded, other view positive). ``[B_local]``.
 
   Args:
@@ -77,22 +84,23 @@ def nt_xent(z1, z2, *, temperature=0.5, axis_name=None, normalize=True, sample_i
     valid: ``[B]`` bool padding mask.
     group_ids: ``[B]`` ints; only rows of the anchor's group are in its denominator (MCL's
       same-pseudo-cluster negatives, see the module docstring).
+    precision: ``precision`` of the similarity product (:func:`jaxcl.losses.info_nce`).
   """
-  lse, pos_sim, scale, _, keep = _two_view("nt_xent", z1, z2, temperature, axis_name,
-                                           normalize, sample_ids, valid, impl, block_size,
-                                           exclude_same_sample=False, group_ids=group_ids)
-  per = 0.5 * (lse[0] + lse[1]) - pos_sim * scale
+  lse, pos, _, _, keep = _two_view("nt_xent", z1, z2, temperature, axis_name, normalize,
+                                   sample_ids, valid, impl, block_size, exclude_same_sample=False,
+                                   group_ids=group_ids, precision=precision)
+  per = 0.5 * ((lse[0] - pos[0]) + (lse[1] - pos[1]))
   return c.finalize(per, keep)
 
 
 def dcl(z1, z2, *, temperature=0.1, axis_name=None, normalize=True, sample_ids=None,
-        valid=None, impl="dense", block_size=1024, group_ids=None):
+        valid=None, impl="dense", block_size=1024, group_ids=None, precision=None):
   """Decoupled contrastive loss: NT-Xent with both views of the anchor's sample removed
   from the denominator. ``[B_local]``; see the module docstring for the equation."""
-  lse, pos_sim, scale, _, keep = _two_view("dcl", z1, z2, temperature, axis_name, normalize,
-                                           sample_ids, valid, impl, block_size,
-                                           exclude_same_sample=True, group_ids=group_ids)
-  per = 0.5 * (lse[0] + lse[1]) - pos_sim * scale
+  lse, pos, _, _, keep = _two_view("dcl", z1, z2, temperature, axis_name, normalize,
+                                   sample_ids, valid, impl, block_size, exclude_same_sample=True,
+                                   group_ids=group_ids, precision=precision)
+  per = 0.5 * ((lse[0] - pos[0]) + (lse[1] - pos[1]))
   return c.finalize(per, keep)
 
 
@@ -100,20 +108,26 @@ def dclw_weights(pos_sim, valid, sigma, axis_name=None):
   """``w_i = 2 - N softmax_i(pos_sim / sigma)`` over the valid rows of the global batch."""
   x = jnp.where(valid, jax.lax.stop_gradient(pos_sim) / sigma, -jnp.inf)
   m = collectives.pmax(jnp.max(x), axis_name)
+  # No valid row in the global batch: m = -inf and total = 0 would make every weight
+  # 0 * nan / 0 = NaN, and NaN * 0 in the masked rows' gradient. Then the weights are 2 (unused).
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
   e = jnp.where(valid, jnp.exp(x - m), 0.0)
   total = collectives.psum(jnp.sum(e), axis_name)
   n = collectives.psum(jnp.sum(valid.astype(jnp.float32)), axis_name)
-  return 2.0 - n * e / total
+  return 2.0 - n * e / jnp.where(total > 0, total, 1.0)
 
 
 def dclw(z1, z2, *, temperature=0.1, sigma=0.5, axis_name=None, normalize=True,
-         sample_ids=None, valid=None, impl="dense", block_size=1024, group_ids=None):
+         sample_ids=None, valid=None, impl="dense", block_size=1024, group_ids=None,
+         precision=None):
   """DCL with the von Mises-Fisher positive weight ``w_i = 2 - N softmax(<z1_i, z2_i>/sigma)``
   (stop-gradient; softmax over the global batch). ``[B_local]``."""
   c.check_positive("sigma", sigma, "dclw")
-  lse, pos_sim, scale, valid, keep = _two_view("dclw", z1, z2, temperature, axis_name,
-                                               normalize, sample_ids, valid, impl, block_size,
-                                               exclude_same_sample=True, group_ids=group_ids)
-  w = jax.lax.stop_gradient(dclw_weights(pos_sim, valid, sigma, axis_name))
-  per = 0.5 * (lse[0] + lse[1]) - w * pos_sim * scale
+  lse, pos, (u1, u2), valid, keep = _two_view("dclw", z1, z2, temperature, axis_name,
+                                              normalize, sample_ids, valid, impl, block_size,
+                                              exclude_same_sample=True, group_ids=group_ids,
+                                              precision=precision)
+  # The weights are constants (stop-gradient) of the cosine similarity, not logits.
+  w = jax.lax.stop_gradient(dclw_weights(jnp.sum(u1 * u2, axis=-1), valid, sigma, axis_name))
+  per = 0.5 * ((lse[0] - w * pos[0]) + (lse[1] - w * pos[1]))
   return c.finalize(per, keep)

@@ -85,7 +85,7 @@ TERMS = ("common", "salient", "infoless", "mi")
 
 
 def _gamma(temperature, fn):
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   return 0.5 / jnp.asarray(temperature, jnp.float32)
 
 
@@ -192,7 +192,7 @@ def sepclr_terms(features, labels, *, common_dim, background_classes=1, temperat
   fn = "sepclr"
   features, cd, valid, target, background = _split(features, labels, common_dim,
                                                    background_classes, valid, fn)
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   kw = dict(temperature=temperature, valid=valid, axis_name=axis_name)
   lse_kw = dict(kw, impl=impl, block_size=block_size)
   c1, c2 = (c.l2_normalize(features[:, v, :cd]) for v in (0, 1))
@@ -237,6 +237,7 @@ def sepclr(features, labels, *, common_dim, background_classes=1, salient_weight
                   ("mi_weight", mi_weight)):
     if not isinstance(w, jax.core.Tracer) and not float(w) >= 0:
       raise ValueError(f"{fn}: '{name}' must be >= 0, got {w}")
+  c.check_temperature(temperature, fn)
   t = sepclr_terms(features, labels, common_dim=common_dim,
                    background_classes=background_classes, temperature=temperature,
                    valid=valid, axis_name=axis_name, impl=impl, block_size=block_size)

@@ -29,7 +29,7 @@ from jaxcl.losses import _common as c
 
 
 def siglip_loss(a, b, *, temperature=0.1, bias=-10.0, axis_name=None, normalize=True,
-                sample_ids=None, valid=None, impl="dense", block_size=1024):
+                sample_ids=None, valid=None, impl="dense", block_size=1024, precision=None):
   """Per-row sum over all global candidates of the sigmoid pair loss. ``[B_local]``.
 
   Args:
@@ -38,9 +38,11 @@ def siglip_loss(a, b, *, temperature=0.1, bias=-10.0, axis_name=None, normalize=
     bias: logit bias (Python float or traced scalar).
     sample_ids: optional ``[B]`` ints; equal ids are positives.
     valid: ``[B]`` bool padding mask: padded rows give 0 and are nobody's candidate.
+    precision: ``precision`` of the similarity product (:func:`jaxcl.losses.info_nce`).
   """
   fn = "siglip_loss"
   a, b = c.paired(fn, "a", a, "b", b, temperature)
+  c.check_precision(precision, fn)
   n = a.shape[0]
   valid = c.valid_mask(valid, n, fn)
   ids = c.sample_ids_array(sample_ids, n, fn)
@@ -56,5 +58,6 @@ def siglip_loss(a, b, *, temperature=0.1, bias=-10.0, axis_name=None, normalize=
   per = sigmoid_row_sum(c.prepare(a, normalize), c.prepare(b, normalize),
                         c.inv_temperature(temperature), bias, q_tags=tags_a, k_tags=tags_b,
                         pos_fn=pos_fn, valid_fn=lambda qt, kt: kt["valid"],
-                        axis_name=axis_name, impl=impl, block_size=block_size)
+                        axis_name=axis_name, impl=impl, block_size=block_size,
+                        precision=precision)
   return c.finalize(per, valid)

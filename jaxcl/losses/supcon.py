@@ -32,16 +32,18 @@ from jaxcl.losses import _common as c
 
 
 def supcon(features, labels, *, temperature=0.1, base_temperature=None, axis_name=None,
-           normalize=True, valid=None, impl="dense", block_size=1024):
+           normalize=True, valid=None, impl="dense", block_size=1024, precision=None):
   """Supervised contrastive loss. ``features`` ``[B, V, D]``, ``labels`` ``[B]`` ints.
 
-  Returns ``[B_local]``: mean over each sample's ``V`` anchor losses.
+  Returns ``[B_local]``: mean over each sample's ``V`` anchor losses. ``precision``: of the
+  similarity product (:func:`jaxcl.losses.info_nce`).
   """
   fn = "supcon"
   features = c.embeddings("features", features, fn, rank=3, what="[batch, views, dim]")
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   if base_temperature is not None:
-    c.check_positive("base_temperature", base_temperature, fn)
+    c.check_temperature(base_temperature, fn, "base_temperature")
+  c.check_precision(precision, fn)
   b, v, _ = features.shape
   labels = c.labels_array(labels, b, fn)
   valid = c.valid_mask(valid, b, fn)
@@ -58,7 +60,8 @@ def supcon(features, labels, *, temperature=0.1, base_temperature=None, axis_nam
 
   res = contrastive_lse(u, u, scale, q_tags=tags, k_tags=tags,
                         mask_fn=c.candidate_mask(exclude_self=True), pos_fn=pos_fn,
-                        axis_name=axis_name, impl=impl, block_size=block_size)
+                        axis_name=axis_name, impl=impl, block_size=block_size,
+                        precision=precision)
   has_pos = res.pos_count > 0
   mean_log_prob = jnp.where(has_pos, res.pos_sum / jnp.where(has_pos, res.pos_count, 1.0)
                             - res.lse, 0.0)

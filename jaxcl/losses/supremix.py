@@ -107,7 +107,7 @@ def _mix_pos(y_rows, s_det, y_all, valid_all, window, chunk_size):
 
 
 def _check_args(fn, temperature, window, beta, weighting, bin_width, chunk_size, rng):
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   c.check_positive("window", window, fn)
   if not (isinstance(beta, (tuple, list)) and len(beta) == 2):
     raise ValueError(f"{fn}: 'beta' must be a pair (a, b) of Beta parameters, got {beta!r}")

@@ -92,7 +92,7 @@ def swav_loss(scores_per_crop, *, temperature=0.1, epsilon=0.05, sinkhorn_iters=
     raise ValueError(f"{fn}: 'num_global' must be an int in [1, {v}], got {num_global!r}")
   if v < 2:
     raise ValueError(f"{fn}: 'scores_per_crop' needs at least 2 crops, got {v}")
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   valid = c.valid_mask(valid, b, fn)
   if queue_scores is not None:
     queue_scores = _stack("queue_scores", queue_scores, fn)

@@ -39,15 +39,21 @@ import jax
 import jax.numpy as jnp
 
 from jaxcl import collectives
-from jaxcl.kernels import contrastive_lse
+from jaxcl.kernels import contrastive_lse, product
 from jaxcl.losses import _common as c
 
 NEGATIVES = ("n", "n_squared")
 
 
 def symile(modalities, *, temperature, negatives="n", rng=None, axis_name=None, normalize=True,
-           valid=None, impl="dense", block_size=1024):
-  """Symile loss over ``M >= 2`` modalities (sequence of ``[B, D]`` arrays). ``[B_local]``."""
+           valid=None, impl="dense", block_size=1024, precision=None):
+  """Symile loss over ``M >= 2`` modalities (sequence of ``[B, D]`` arrays). ``[B_local]``.
+
+  ``precision``: of the similarity product ``<r^m_i, prod_{m' != m} r^{m'}_j>``
+  (:func:`jaxcl.losses.info_nce`); each anchor modality's positive is taken from the same
+  product as its candidates (``"n_squared"``: the kernel's positive sum; ``"n"``: the positive
+  *is* the extra candidate), so the value stays >= 0 at any precision.
+  """
   fn = "symile"
   if not isinstance(modalities, (list, tuple)) or len(modalities) < 2:
     n_given = len(modalities) if isinstance(modalities, (list, tuple)) else type(modalities)
@@ -56,7 +62,8 @@ def symile(modalities, *, temperature, negatives="n", rng=None, axis_name=None, 
   for i, x in enumerate(mods[1:], 1):
     c.check_same("modalities[0]", mods[0], f"modalities[{i}]", x, 0, fn, "batch size")
     c.check_same("modalities[0]", mods[0], f"modalities[{i}]", x, 1, fn, "feature size")
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
+  c.check_precision(precision, fn)
   if negatives not in NEGATIVES:
     raise ValueError(f"{fn}: 'negatives' must be one of {NEGATIVES}, got {negatives!r}")
   if negatives == "n" and rng is None:
@@ -66,7 +73,6 @@ def symile(modalities, *, temperature, negatives="n", rng=None, axis_name=None, 
   valid = c.valid_mask(valid, b, fn)
   scale = c.inv_temperature(temperature)
   r = [c.prepare(x, normalize) for x in mods]
-  pos = scale * jnp.sum(functools.reduce(jnp.multiply, r), axis=-1)
   r_glob = [collectives.all_gather(x, axis_name) for x in r]
   valid_glob = collectives.all_gather(valid, axis_name)
   n = r_glob[0].shape[0]
@@ -76,7 +82,11 @@ def symile(modalities, *, temperature, negatives="n", rng=None, axis_name=None, 
   keep = valid
   for m in range(n_mod):
     others = [i for i in range(n_mod) if i != m]
+    kw = dict(impl=impl, block_size=block_size, precision=precision)
     if negatives == "n":
+      # MIP(r_i, ...) = <r^m_i, prod_{m' != m} r^{m'}_i>, through the one product.
+      own = functools.reduce(jnp.multiply, [r[o] for o in others])
+      pos = scale * product("id,id->i", r[m], own, precision)
       keys_rng = jax.random.fold_in(rng, m)
       perms = [jax.random.permutation(jax.random.fold_in(keys_rng, o), n) for o in others]
       # This device's slice of the global candidate list; the kernel gathers it.
@@ -88,15 +98,29 @@ def symile(modalities, *, temperature, negatives="n", rng=None, axis_name=None, 
       res = contrastive_lse(
           r[m], keys, scale, q_tags=q_tags, k_tags=k_tags,
           mask_fn=lambda qt, kt: kt["valid"] & (qt["sample"] != kt["sample"]),
-          extra_logits=pos[:, None], axis_name=axis_name, impl=impl, block_size=block_size)
+          extra_logits=pos[:, None], axis_name=axis_name, **kw)
     else:
+      # Candidate c = (j_1, ..., j_{M-1}) of global rows; the positive is (i, ..., i).
       keys, key_valid = r_glob[others[0]], valid_glob
       for o in others[1:]:
         keys = (keys[:, None, :] * r_glob[o][None, :, :]).reshape(-1, keys.shape[-1])
         key_valid = (key_valid[:, None] & valid_glob[None, :]).reshape(-1)
-      res = contrastive_lse(r[m], keys, scale, k_tags={"valid": key_valid},
-                            mask_fn=lambda qt, kt: kt["valid"], axis_name=None, impl=impl,
-                            block_size=block_size)
+      combo, n_other = jnp.arange(keys.shape[0], dtype=jnp.int32), len(others)
+      k_tags = {"valid": key_valid, **{f"row{t}": (combo // n ** (n_other - 1 - t)) % n
+                                       for t in range(n_other)}}
+      res = contrastive_lse(r[m], keys, scale, q_tags={"sample": rows}, k_tags=k_tags,
+                            mask_fn=lambda qt, kt: kt["valid"], pos_fn=_own_combination,
+                            axis_name=None, **kw)
+      pos = res.pos_sum
     keep = keep & jnp.isfinite(res.lse)
     total = total + (res.lse - pos)
   return c.finalize(total / n_mod, keep)
+
+
+def _own_combination(qt, kt):
+  """The key of the anchor's own rows in every other modality."""
+  hit = kt["valid"]
+  for name in kt:
+    if name.startswith("row"):
+      hit = hit & (kt[name] == qt["sample"])
+  return hit

@@ -198,6 +198,7 @@ def tcl_cma(image, text, image_m, text_m, *, alpha=0.4, temperature=0.07, image_
   """
   fn = "tcl_cma"
   image, text, image_m, text_m = _four(fn, image, text, image_m, text_m)
+  c.check_temperature(temperature, fn)
   kw = dict(alpha=alpha, temperature=temperature, axis_name=axis_name, normalize=normalize,
             valid=valid, impl=impl, block_size=block_size)
   i2t = distilled_info_nce(image, text_m, teacher_query=image_m, queue=text_queue, **kw)
@@ -213,6 +214,7 @@ def tcl_imc(image, text, image_m, text_m, *, temperature=0.07, image_queue=None,
   embedding of the same text). Returns ``[B_local]``. Arguments as :func:`tcl_cma`."""
   fn = "tcl_imc"
   image, text, image_m, text_m = _four(fn, image, text, image_m, text_m)
+  c.check_temperature(temperature, fn)
   kw = dict(temperature=temperature, axis_name=axis_name, normalize=normalize, valid=valid,
             impl=impl, block_size=block_size)
   d = image.shape[1]
@@ -243,7 +245,7 @@ def tcl_lmi(global_, locals_, *, local_valid=None, temperature=0.07, axis_name=N
   locals_ = c.embeddings("locals_", locals_, fn, rank=3, what="[batch, locals, dim]")
   c.check_same("global_", global_, "locals_", locals_, 0, fn, "batch size")
   c.check_same("global_", global_, "locals_", locals_, 1, fn, "feature size", axis_b=2)
-  c.check_positive("temperature", temperature, fn)
+  c.check_temperature(temperature, fn)
   b, n_loc, d = locals_.shape
   if n_loc < 1:
     raise ValueError(f"{fn}: 'locals_' must have at least one local, got shape "
@@ -285,6 +287,7 @@ def tcl_terms(image, text, image_m, text_m, *, image_locals=None, text_locals=No
   :data:`TERMS`)."""
   fn = "tcl_loss"
   image, text, image_m, text_m = _four(fn, image, text, image_m, text_m)
+  c.check_temperature(temperature, fn)
   d = image.shape[1]
   image_queue = _queue(image_queue, d, fn, "image_queue")
   text_queue = _queue(text_queue, d, fn, "text_queue")

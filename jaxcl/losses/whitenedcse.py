@@ -125,6 +125,7 @@ def whitenedcse_loss(views, *, temperature=0.05, axis_name=None, normalize=True,
   if views.shape[1] < 2:
     raise ValueError(f"{fn}: 'views' needs >= 2 views (anchor + positives), got shape "
                      f"{tuple(views.shape)}")
+  c.check_temperature(temperature, fn)
   kw = {"temperature": temperature, "axis_name": axis_name, "normalize": normalize,
         "valid": valid, "impl": impl, "block_size": block_size}
   return sum(info_nce(views[:, 0], views[:, k], **kw) for k in range(1, views.shape[1]))
@@ -138,6 +139,7 @@ def whitenedcse(views, rng, *, num_groups=128, temperature=0.05, chunking="view"
   ``[N, D] -> [N, D']``; ``None`` = identity), then :func:`whitenedcse_loss`. ``[B_local]``."""
   fn = "whitenedcse"
   views = c.embeddings("views", views, fn, 3, "[batch, views, dim]")
+  c.check_temperature(temperature, fn)
   b, k, d = views.shape
   if chunking not in CHUNKINGS:
     raise ValueError(f"{fn}: 'chunking' must be one of {CHUNKINGS}, got {chunking!r}")

@@ -14,9 +14,11 @@ One step on a global batch ``x`` (sharded ``P('data')``):
    ParamObjective`, e.g. SwAV's prototypes) gets them projected (no gradient) before the
    step, replicated into ``shard_map``, differentiated with the model and updated by the
    same optax transformation (its own state), except during its first ``freeze_steps``;
-3. ``loss = mean_i loss_i`` over the global batch; its gradient flows back through
-   ``shard_map`` (the transpose of the implicit broadcast of replicated parameters is a
-   ``psum``), and the optax update runs on the replicated or FSDP-sharded parameters;
+3. ``loss = jaxcl.losses.global_mean(loss_i)``, the mean over the valid rows of the global
+   batch (every row of the trainer's batches is valid: the plain mean); its gradient flows
+   back through ``shard_map`` (the transpose of the implicit broadcast of replicated
+   parameters is a ``psum``), and the optax update runs on the replicated or FSDP-sharded
+   parameters;
 4. the finiteness guard (:func:`guard_nonfinite`): a step whose loss, gradient norm or new
    state is not finite is not applied (the state stays the previous one, its step count
    advanced) and ``metrics["nonfinite"]`` says which (the trainer stops or skips on it).
@@ -36,6 +38,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxcl import queue as queue_lib
 from jaxcl.losses._common import check_int
+from jaxcl.losses.reduce import global_mean
 from jaxcl.train import momentum as momentum_lib
 from jaxcl.train.sharding import AXIS, data_sharding, replicated, state_shardings
 
@@ -352,7 +355,7 @@ def make_train_step(mesh, model, tx, objective, view_fn, schedule, state_shardin
       extra = (obj_params,) if with_params else ()
       per, stats, health, mo_out, obj_state = forward(
           params, state.batch_stats, views, batch["y"], rng, mo, state.objective_state, *extra)
-      loss = jnp.mean(per)
+      loss = global_mean(per)    # per is the global [B] array here (outside shard_map)
       if nan_at_step >= 0:  # test hook for the NaN guard
         loss = loss * jnp.where(state.step == nan_at_step, jnp.nan, 1.0)
       return loss, (stats, health, mo_out, obj_state)
