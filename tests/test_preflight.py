@@ -52,3 +52,32 @@ def test_bad_cli_value_is_one_line_naming_key_and_type(tmp_path, flag, expected)
   assert cli.returncode == 2, cli.stderr[-3000:]
   assert errors == lines == [f"jaxcl: error: {flag}: {expected}"], lines
   assert not (tmp_path / "w").exists()
+
+
+# ------------------------------------------------------------------ loss hyper-parameters
+
+@pytest.mark.parametrize("loss, kwargs, key", [
+    ("nt_xent", {"temperature": 0.0}, "temperature"),
+    ("nt_xent", {"temperature": -0.5}, "temperature"),
+    ("nt_xent", {"temperature": math.nan}, "temperature"),
+    ("nt_xent", {"temperature": math.inf}, "temperature"),
+    ("dcl", {"temperature": "0.1"}, "temperature"),
+    ("supcon", {"temperature": 0.1, "base_temperature": 0.0}, "base_temperature"),
+    ("dclw", {"temperature": 0.1, "sigma": 0.0}, "sigma"),
+    ("truncated_info_nce", {"temperature": 0.1, "quantile": 1.5}, "quantile"),
+    ("swav_loss", {"temperature": 0.1, "epsilon": 0.0}, "epsilon"),
+    ("swav_loss", {"temperature": 0.1, "sinkhorn_iters": 0}, "sinkhorn_iters"),
+    ("sepclr", {"common_dim": 8, "mi_weight": -1.0}, "mi_weight"),
+    ("tcl_loss", {"min_temperature": 0.6}, "min_temperature"),
+])
+def test_loss_kwargs_values_are_checked_first(tmp_path, loss, kwargs, key):
+  c = tiny_config(**{"loss.name": loss, "loss.kwargs": kwargs})
+  _fails_before_side_effects(tmp_path, c, rf"config\.loss\.kwargs\.{key}\b")
+
+
+def test_loss_kwargs_error_through_the_cli(tmp_path):
+  cli = _cli(tmp_path / "w", "--config.loss.kwargs.temperature=0")
+  errors, lines = _one_line(cli.stderr)
+  assert cli.returncode == 1 and errors == lines, cli.stderr[-3000:]
+  assert "config.loss.kwargs.temperature=0.0" in errors[0] and "> 0" in errors[0], errors
+  assert not (tmp_path / "w").exists()

@@ -3,8 +3,9 @@
 Every recipe in ``configs/`` starts from :func:`default_config` and overrides fields, so a
 misspelt key is an error at the line that sets it (the ConfigDict is locked). :func:`validate`
 repeats the check for configs built from scratch and checks everything that can be known
-before any compilation: known keys, loss / optimiser names and kwargs, dataset name, and that
-the global batch divides over devices and processes.
+before any compilation: known keys, loss / optimiser names and kwargs (and the ranges of the
+loss's temperatures and other plainly bounded kwargs, :func:`check_loss_values`), dataset name,
+and that the global batch divides over devices and processes.
 
 Example:
   >>> from jaxcl.train import config as cfg
@@ -189,6 +190,63 @@ def loss_fn(config):
   check_kwargs(fn, {k: v for k, v in config.loss.kwargs.items() if k not in own},
                "loss.kwargs", reserved=objectives.reserved_kwargs(name, fn))
   return fn
+
+
+# Loss hyper-parameters whose range is plain from the name, checked on the configured values of
+# config.loss.kwargs before anything runs (the losses check them only when the step is traced,
+# after the workdir exists, and a NaN / Inf temperature passes their "> 0" check or trains).
+# Every name ending in "temperature" (not learn_temperature) is a temperature: finite, > 0.
+POSITIVE_KWARGS = ("epsilon", "sigma", "window", "bin_width", "max_scale", "adv_eps")
+NONNEGATIVE_KWARGS = ("eps", "weight")  # and every name ending in "_weight"
+COUNT_KWARGS = {"sinkhorn_iters": 1, "num_prototypes": 2, "num_groups": 1, "num_negatives": 1}
+UNIT_KWARGS = {"quantile": (0.0, 1.0, "(0, 1]"), "label_smoothing": (0.0, 1.0, "[0, 1)"),
+               "mix_prob": (0.0, 1.0, "[0, 1]")}
+
+
+def _is_number(v):
+  import numbers
+  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def check_loss_values(config):
+  """Ranges of the configured ``config.loss.kwargs`` (after :func:`loss_fn` accepted their
+  names): temperatures finite and > 0, the other names above in their range, and every number
+  (also inside a tuple) finite. ``None`` (a default that switches the option off) passes."""
+  import math
+  from jaxcl.train import objectives
+  name, kw = config.loss.name, dict(config.loss.kwargs)
+  for key, v in kw.items():
+    where = f"config.loss.kwargs.{key}={v!r}"
+    if v is None:
+      continue
+    temperature = key.endswith("temperature") and key != "learn_temperature"
+    ranged = (temperature or key in POSITIVE_KWARGS or key in COUNT_KWARGS or key in UNIT_KWARGS
+              or key in NONNEGATIVE_KWARGS or key.endswith("_weight"))
+    if ranged and not _is_number(v):
+      raise ConfigError(f"{where}: must be a number (loss {name!r})")
+    for x in (v if isinstance(v, (tuple, list)) else (v,)):
+      if _is_number(x) and not math.isfinite(x):
+        raise ConfigError(f"{where}: must be finite (loss {name!r})")
+    if temperature or key in POSITIVE_KWARGS:
+      if not v > 0:
+        raise ConfigError(f"{where}: must be > 0 (loss {name!r})")
+    elif key in NONNEGATIVE_KWARGS or key.endswith("_weight"):
+      if not v >= 0:
+        raise ConfigError(f"{where}: must be >= 0 (loss {name!r})")
+    elif key in COUNT_KWARGS:
+      if v != int(v) or v < COUNT_KWARGS[key]:
+        raise ConfigError(f"{where}: must be an int >= {COUNT_KWARGS[key]} (loss {name!r})")
+    elif key in UNIT_KWARGS:
+      lo, hi, text = UNIT_KWARGS[key]
+      ok = {"(0, 1]": lo < v <= hi, "[0, 1)": lo <= v < hi, "[0, 1]": lo <= v <= hi}[text]
+      if not ok:
+        raise ConfigError(f"{where}: must be in {text} (loss {name!r})")
+  own = objectives.objective_kwargs(name)  # the objective's defaults (TCL's clamp range)
+  lo = kw.get("min_temperature", own.get("min_temperature"))
+  hi = kw.get("max_temperature", own.get("max_temperature"))
+  if _is_number(lo) and _is_number(hi) and lo > hi:
+    raise ConfigError(f"config.loss.kwargs.min_temperature={lo!r} must be <= "
+                      f"config.loss.kwargs.max_temperature={hi!r} (loss {name!r})")
 
 
 def num_views(config):
@@ -405,6 +463,7 @@ def validate(config, *, num_devices, num_processes):
   if config.views.num_local < 0:
     raise ConfigError(f"config.views.num_local must be >= 0, got {config.views.num_local}")
   loss_fn(config)
+  check_loss_values(config)
   check_momentum(config)
   check_batch(config, num_devices, num_processes)
   info = dataset_info(config)
