@@ -81,3 +81,24 @@ def test_loss_kwargs_error_through_the_cli(tmp_path):
   assert cli.returncode == 1 and errors == lines, cli.stderr[-3000:]
   assert "config.loss.kwargs.temperature=0.0" in errors[0] and "> 0" in errors[0], errors
   assert not (tmp_path / "w").exists()
+
+
+# ------------------------------------------------------------------ the model on the data
+
+def test_2d_encoder_on_1d_data_is_named_with_both_shapes(tmp_path):
+  # Today: a reshape traceback from inside the first step, after the workdir was made.
+  cli = _cli(tmp_path / "w", "--config.model.encoder=resnet18",
+             "--config.model.encoder_kwargs={'width': 4}")
+  errors, lines = _one_line(cli.stderr)
+  assert cli.returncode == 1 and errors == lines, cli.stderr[-3000:]
+  msg = errors[0]
+  assert "config.model.encoder='resnet18'" in msg and "'mnist1d'" in msg, msg
+  assert "(40, 1)" in msg and "[H, W, C]" in msg, msg
+  assert not (tmp_path / "w").exists()
+
+
+def test_1d_encoder_on_images_is_an_error_not_silent_training(tmp_path):
+  # Today: cnn1d convolves the rows of the 8x8 digits and trains on z [B, 4, D] silently.
+  c = tiny_config(**{"data.name": "digits", "model.encoder": "cnn1d"})
+  msg = _fails_before_side_effects(tmp_path, c, r"config\.model\.encoder='cnn1d'")
+  assert "(8, 8, 1)" in msg and "[length, channels]" in msg, msg

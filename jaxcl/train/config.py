@@ -428,6 +428,51 @@ def check_batch(config, num_devices, num_processes):
                       f"({num_processes})")
 
 
+# What each encoder of jaxcl.models takes per example (named in the shape-mismatch error; the
+# ViTs patch images or signals alike).
+ENCODER_INPUTS = {"mlp": "any shape (flattened)", "cnn1d": "signals [length, channels]",
+                  "resnet18": "images [H, W, C]", "resnet50": "images [H, W, C]",
+                  "text_transformer": "token ids [length]",
+                  "bert": "token ids [length]", "bert_moe": "token ids [length]"}
+
+
+def check_model(config, model, info, batch=2):
+  """Traces ``model`` (``(h, z) = model.apply(...)``, the eval-mode model) on ``batch``
+  examples of the dataset's shape with ``jax.eval_shape``: nothing is compiled or allocated.
+  The encoder must take the examples, and ``h`` / ``z`` keep the batch (``[B, F]`` / ``[B, D]``
+  for single-modality data). A 2-D encoder on 1-D signals (or the reverse) otherwise fails
+  inside the first step, after the workdir exists, or trains on mixed-up rows."""
+  import jax
+  import jax.numpy as jnp
+  enc = config.model.encoder
+  what = (f"config.model.encoder={enc!r}" if not info.modalities else
+          f"config.model.encoder={enc!r} / config.model.modalities")
+  takes = f", {enc!r} takes {ENCODER_INPUTS[enc]}" if enc in ENCODER_INPUTS else ""
+  where = (f"dataset {info.name!r}: its examples have shape {tuple(info.shape)} ({info.kind})"
+           f"{takes}")
+  x = jax.ShapeDtypeStruct((batch,) + tuple(info.shape), jnp.float32)
+  try:
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    h, z = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  except Exception as e:  # pylint: disable=broad-except  (whatever the module raises)
+    first = (str(e).strip().splitlines() or [""])[0]
+    raise ConfigError(f"{what} does not fit {where} (tracing a batch of {batch}: "
+                      f"{type(e).__name__}: {first})") from e
+  shapes = [tuple(a.shape) for a in jax.tree.leaves((h, z))]
+  flat = not info.modalities
+  if (any(not s or s[0] != batch for s in shapes)
+      or flat and (len(h.shape) != 2 or len(z.shape) != 2)):
+    raise ConfigError(f"{what} does not fit {where}; a batch of {batch} gives features h "
+                      f"{_shapes(h)} and embeddings z {_shapes(z)} (expected [{batch}, F] and "
+                      f"[{batch}, D])")
+
+
+def _shapes(tree):
+  import jax
+  leaves = [tuple(a.shape) for a in jax.tree.leaves(tree)]
+  return leaves[0] if len(leaves) == 1 else leaves
+
+
 def dataset_info(config):
   import jaxcl.data
   name = config.data.name

@@ -85,6 +85,8 @@ def setup(config, *, devices=None, objective=None):
     eval_model = build_model(config.model, bn_axis_name=None, modalities=info.modalities)
   except ValueError as e:
     raise cfg.ConfigError(f"config.model: {e}") from e
+  # The model on the data's shape (jax.eval_shape), on the rows one device encodes per view.
+  cfg.check_model(config, eval_model, info, batch=max(2, config.batch_size // mesh.size))
   tx, schedule = make_optimizer(config.optim, config.num_steps)
   rng = jax.random.PRNGKey(config.seed)
   state, shardings = create_state(mesh, eval_model, tx, rng, info.shape,
