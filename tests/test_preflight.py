@@ -102,3 +102,59 @@ def test_1d_encoder_on_images_is_an_error_not_silent_training(tmp_path):
   c = tiny_config(**{"data.name": "digits", "model.encoder": "cnn1d"})
   msg = _fails_before_side_effects(tmp_path, c, r"config\.model\.encoder='cnn1d'")
   assert "(8, 8, 1)" in msg and "[length, channels]" in msg, msg
+
+
+# ------------------------------------------------------------------ the data source
+
+def test_unprepared_tfds_dataset_fails_fast_without_tfds(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+
+  def no_tfds(*a, **k):
+    raise AssertionError("preflight must look for the prepared files, not call tfds")
+  for fn in ("data_source", "builder", "load"):
+    monkeypatch.setattr(tfds, fn, no_tfds)
+  data_dir = tmp_path / "tfds"
+  data_dir.mkdir()
+  c = tiny_config(**{"data.name": "cifar10", "data.data_dir": str(data_dir)})
+  msg = _fails_before_side_effects(tmp_path, c, r"config\.data\.name='cifar10'")
+  assert f"tfds build cifar10 --file_format=array_record --data_dir={data_dir}" in msg, msg
+  assert os.listdir(data_dir) == []  # nothing downloaded or written
+
+
+def test_prepared_files_are_recognised(tmp_path):
+  from jaxcl.data import info
+  from jaxcl.train import config as cfg
+  version = tmp_path / "cifar10" / "3.0.2"
+  version.mkdir(parents=True)
+  (version / "dataset_info.json").write_text("{}")
+  (version / "cifar10-train.array_record-00000-of-00001").write_bytes(b"")
+  c = tiny_config(**{"data.name": "cifar10", "data.data_dir": str(tmp_path)})
+  cfg.check_data(c, info("cifar10"))  # the training split is there; no evaluation
+  c.eval.at_end = True                # the final evaluation also reads the test split
+  with pytest.raises(ConfigError, match="'test'"):
+    cfg.check_data(c, info("cifar10"))
+  (version / "cifar10-test.array_record-00000-of-00001").write_bytes(b"")
+  cfg.check_data(c, info("cifar10"))
+
+
+# ------------------------------------------------------------------ batch vs training split
+
+def test_batch_larger_than_training_split(tmp_path):
+  # wine has 142 training rows: batch 256 repeated rows inside every batch (false negatives).
+  c = tiny_config(**{"data.name": "wine", "batch_size": 256})
+  msg = _fails_before_side_effects(tmp_path, c, r"config\.batch_size=256")
+  assert "142" in msg and "config.data.allow_repeats=True" in msg, msg
+
+
+def test_batch_larger_than_the_selected_subset(tmp_path):
+  # per_class=1: 10 MNIST-1D rows (counted from the labels, as the loader does) for batch 16.
+  c = tiny_config(**{"data.per_class": 1})
+  msg = _fails_before_side_effects(tmp_path, c, r"config\.batch_size=16")
+  assert " 10 " in msg and "per_class" in msg, msg
+
+
+def test_allow_repeats_trains(tmp_path):
+  c = tiny_config(**{"data.name": "wine", "data.per_class": 1, "data.allow_repeats": True,
+                     "num_steps": 1})
+  train(c, str(tmp_path / "w"))  # 3 rows, batch 16: repeats, as asked
+  assert (tmp_path / "w" / "metrics.jsonl").exists()

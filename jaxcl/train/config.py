@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 
 import ml_collections
+import numpy as np
 
 # Sub-dicts whose keys are the keyword arguments of a function chosen by another field: they
 # are checked against that function's signature instead of against the schema.
@@ -50,6 +51,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.classes = ()         # train and evaluate on these class labels only; () = all
   c.data.per_class = 0        # few-shot: first N training examples of each class; 0 = all
   c.data.imbalance = 1.0      # long tail: class c keeps n_max * imbalance^(-c/(C-1)); 1 = off
+  c.data.allow_repeats = False  # allow config.batch_size > the training examples (batches
+                                # then repeat examples: false negatives of their own copies)
 
   c.augment = ml_collections.ConfigDict()
   c.augment.kind = ""         # "" = the dataset's kind (signal1d, image, tabular)
@@ -471,6 +474,65 @@ def _shapes(tree):
   import jax
   leaves = [tuple(a.shape) for a in jax.tree.leaves(tree)]
   return leaves[0] if len(leaves) == 1 else leaves
+
+
+def check_data(config, info, *, num_processes=1):
+  """The data the config's loader will read, before any side effect: a tfds dataset that is not
+  embedded must be prepared in the data dir (its files only: no tfds call, never a download;
+  the evaluation's split too when the run evaluates), and the global batch must not exceed the
+  training examples (``config.data.allow_repeats=True`` allows it: batches then repeat
+  examples, and a copy is a false negative of the other). A runtime dataset
+  (:func:`jaxcl.data.catalog.register`) has no files: its batches come through
+  ``train(iterator=)``. Not for runs given an ``iterator``."""
+  from jaxcl.data import catalog, loader
+  name, c = info.name, config.data
+  if name not in catalog.DATASETS:
+    raise ConfigError(f"config.data.name={name!r} is a runtime dataset (jaxcl.data.catalog."
+                      f"register) with no files to read: pass its batches with "
+                      f"jaxcl.train.train(config, workdir, iterator=...)")
+  if not info.embedded:
+    splits = (c.train_split,) + ((c.eval_split,) if config.eval.at_end or config.eval.every
+                                 else ())
+    try:
+      loader.check_prepared(name, tuple(dict.fromkeys(splits)), data_dir=c.data_dir)
+    except FileNotFoundError as e:
+      raise ConfigError(f"config.data.name={name!r}: {e}") from e
+  if c.get("allow_repeats", False):
+    return
+  n, kept = _train_rows(config, info)
+  b, p = config.batch_size, num_processes
+  if b // p > n // p:  # each process reads n // p of the rows (ShardByJaxProcess), b // p a step
+    per = f" ({n // p} per process, {b // p} per process and step)" if p > 1 else ""
+    raise ConfigError(f"config.batch_size={b} is larger than the {n} training examples of "
+                      f"dataset {name!r} (split {c.train_split!r}{kept}){per}: every batch would "
+                      f"repeat examples, and a repeated example is a false negative of its own "
+                      f"copy; use config.batch_size <= {n // p * p} or set "
+                      f"config.data.allow_repeats=True")
+
+
+def _train_rows(config, info):
+  """``(rows, what kept them)`` of the training split the loader serves: the split's size, or
+  for ``classes`` / ``per_class`` / ``imbalance`` the count from the labels of an embedded
+  dataset, as the loader selects them (other datasets: the split's size, an upper bound)."""
+  from jaxcl.data import catalog, loader
+  c = config.data
+  n = info.splits[c.train_split]
+  classes = tuple(c.classes)
+  subset = [f"config.data.{k}={v!r}" for k, v, off in (("classes", classes, ()),
+                                                       ("per_class", c.per_class, 0),
+                                                       ("imbalance", c.imbalance, 1.0))
+            if v != off]
+  if not subset or info.name not in catalog.EMBEDDED:
+    return n, ""
+  labels = loader.load_arrays(info.name, c.train_split, data_dir=c.data_dir)["y"]
+  try:
+    idx = (loader.class_indices(labels, classes, where="config.data.classes") if classes
+           else np.arange(len(labels)))
+    idx = idx[loader.count_indices(labels[idx], per_class=c.per_class, imbalance=c.imbalance,
+                                   where="config.data")]
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  return len(idx), f", kept by {', '.join(subset)}"
 
 
 def dataset_info(config):
