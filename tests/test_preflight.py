@@ -31,9 +31,17 @@ def _one_line(stderr):
 
 
 def _fails_before_side_effects(tmp_path, config, match):
+  """``train`` raises ``ConfigError`` before the state is created (the first compilation)
+  and before the workdir exists."""
+  from jaxcl.train import trainer
   workdir = tmp_path / "w"
-  with pytest.raises(ConfigError, match=match) as e:
-    train(config, str(workdir))
+
+  def no_state(*a, **k):
+    raise AssertionError("the checks must come before the state is created (compiled)")
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(trainer, "create_state", no_state)
+    with pytest.raises(ConfigError, match=match) as e:
+      train(config, str(workdir))
   assert not workdir.exists(), sorted(os.listdir(workdir))  # no directory, no checkpoint
   assert "\n" not in str(e.value)
   return str(e.value)
