@@ -197,13 +197,14 @@ def loss_fn(config):
 
 # Loss hyper-parameters whose range is plain from the name, checked on the configured values of
 # config.loss.kwargs before anything runs (the losses check them only when the step is traced,
-# after the workdir exists, and a NaN / Inf temperature passes their "> 0" check or trains).
+# after the workdir exists, and an infinite temperature passes their "> 0" check).
 # Every name ending in "temperature" (not learn_temperature) is a temperature: finite, > 0.
 POSITIVE_KWARGS = ("epsilon", "sigma", "window", "bin_width", "max_scale", "adv_eps")
 NONNEGATIVE_KWARGS = ("eps", "weight")  # and every name ending in "_weight"
 COUNT_KWARGS = {"sinkhorn_iters": 1, "num_prototypes": 2, "num_groups": 1, "num_negatives": 1}
-UNIT_KWARGS = {"quantile": (0.0, 1.0, "(0, 1]"), "label_smoothing": (0.0, 1.0, "[0, 1)"),
-               "mix_prob": (0.0, 1.0, "[0, 1]")}
+UNIT_KWARGS = {"quantile": ("(0, 1]", lambda v: 0 < v <= 1),
+               "label_smoothing": ("[0, 1)", lambda v: 0 <= v < 1),
+               "mix_prob": ("[0, 1]", lambda v: 0 <= v <= 1)}
 
 
 def _is_number(v):
@@ -240,9 +241,8 @@ def check_loss_values(config):
       if v != int(v) or v < COUNT_KWARGS[key]:
         raise ConfigError(f"{where}: must be an int >= {COUNT_KWARGS[key]} (loss {name!r})")
     elif key in UNIT_KWARGS:
-      lo, hi, text = UNIT_KWARGS[key]
-      ok = {"(0, 1]": lo < v <= hi, "[0, 1)": lo <= v < hi, "[0, 1]": lo <= v <= hi}[text]
-      if not ok:
+      text, ok = UNIT_KWARGS[key]
+      if not ok(v):
         raise ConfigError(f"{where}: must be in {text} (loss {name!r})")
   own = objectives.objective_kwargs(name)  # the objective's defaults (TCL's clamp range)
   lo = kw.get("min_temperature", own.get("min_temperature"))
