@@ -75,10 +75,36 @@ def data_source(name: str, split: str, *, data_dir=None):
   try:
     return tfds.data_source(name, split=split, data_dir=root, download=False)
   except Exception as e:  # tfds raises several types for "not prepared here"
-    raise FileNotFoundError(
-        f"dataset {name!r} is not prepared in array_record format under {root!r} (jaxcl never "
-        f"downloads). On a machine with network run `tfds build {name} "
-        f"--file_format=array_record --data_dir={root}` and copy the directory.") from e
+    raise FileNotFoundError(_not_prepared(name, root)) from e
+
+
+def _not_prepared(name, root, detail=""):
+  return (f"dataset {name!r} is not prepared in array_record format under {root!r} "
+          f"({detail + '; ' if detail else ''}jaxcl never downloads). On a machine with network "
+          f"run `tfds build {name} --file_format=array_record --data_dir={root}` and copy the "
+          f"directory.")
+
+
+def check_prepared(name: str, splits, *, data_dir=None) -> str:
+  """The directory of a prepared (non-embedded) tfds dataset that holds ``splits``, found from
+  the files alone (``<data_dir>/<name>/[<config>/]<version>/dataset_info.json`` and each
+  split's ``<name>-<split>.array_record*`` shards): no tfds call, so cheap and never a
+  download. ``FileNotFoundError`` saying how to prepare it otherwise."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from jaxcl.data import builders  # pylint: disable=g-import-not-at-top
+  root = builders.resolve_data_dir(data_dir)
+  base = os.path.join(glob.escape(root), glob.escape(name))
+  dirs = sorted(os.path.dirname(f) for pattern in ("*", os.path.join("*", "*"))
+                for f in glob.glob(os.path.join(base, pattern, "dataset_info.json")))
+  detail = f"no {os.path.join(root, name, '<version>', 'dataset_info.json')}"
+  for d in dirs:
+    missing = [s for s in splits
+               if not glob.glob(os.path.join(glob.escape(d), f"{name}-{s}.array_record*"))]
+    if not missing:
+      return d
+    detail = f"{d} has no array_record files of split(s) {', '.join(map(repr, missing))}"
+  raise FileNotFoundError(_not_prepared(name, root, detail))
 
 
 @functools.lru_cache(maxsize=None)

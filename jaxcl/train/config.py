@@ -3,8 +3,9 @@
 Every recipe in ``configs/`` starts from :func:`default_config` and overrides fields, so a
 misspelt key is an error at the line that sets it (the ConfigDict is locked). :func:`validate`
 repeats the check for configs built from scratch and checks everything that can be known
-before any compilation: known keys, loss / optimiser names and kwargs, dataset name, and that
-the global batch divides over devices and processes.
+before any compilation: known keys, loss / optimiser names and kwargs (and the ranges of the
+loss's temperatures and other plainly bounded kwargs, :func:`check_loss_values`), dataset name,
+and that the global batch divides over devices and processes.
 
 Example:
   >>> from jaxcl.train import config as cfg
@@ -19,6 +20,7 @@ from __future__ import annotations
 import inspect
 
 import ml_collections
+import numpy as np
 
 # Sub-dicts whose keys are the keyword arguments of a function chosen by another field: they
 # are checked against that function's signature instead of against the schema.
@@ -49,6 +51,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.classes = ()         # train and evaluate on these class labels only; () = all
   c.data.per_class = 0        # few-shot: first N training examples of each class; 0 = all
   c.data.imbalance = 1.0      # long tail: class c keeps n_max * imbalance^(-c/(C-1)); 1 = off
+  c.data.allow_repeats = False  # allow config.batch_size > the training examples (batches
+                                # then repeat examples: false negatives of their own copies)
 
   c.augment = ml_collections.ConfigDict()
   c.augment.kind = ""         # "" = the dataset's kind (signal1d, image, tabular)
@@ -188,6 +192,63 @@ def loss_fn(config):
   check_kwargs(fn, {k: v for k, v in config.loss.kwargs.items() if k not in own},
                "loss.kwargs", reserved=objectives.reserved_kwargs(name, fn))
   return fn
+
+
+# Loss hyper-parameters whose range is plain from the name, checked on the configured values of
+# config.loss.kwargs before anything runs (the losses check them only when the step is traced,
+# after the workdir exists, and an infinite temperature passes their "> 0" check).
+# Every name ending in "temperature" (not learn_temperature) is a temperature: finite, > 0.
+POSITIVE_KWARGS = ("epsilon", "sigma", "window", "bin_width", "max_scale", "adv_eps")
+NONNEGATIVE_KWARGS = ("eps", "weight")  # and every name ending in "_weight"
+COUNT_KWARGS = {"sinkhorn_iters": 1, "num_prototypes": 2, "num_groups": 1, "num_negatives": 1}
+UNIT_KWARGS = {"quantile": ("(0, 1]", lambda v: 0 < v <= 1),
+               "label_smoothing": ("[0, 1)", lambda v: 0 <= v < 1),
+               "mix_prob": ("[0, 1]", lambda v: 0 <= v <= 1)}
+
+
+def _is_number(v):
+  import numbers
+  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def check_loss_values(config):
+  """Ranges of the configured ``config.loss.kwargs`` (after :func:`loss_fn` accepted their
+  names): temperatures finite and > 0, the other names above in their range, and every number
+  (also inside a tuple) finite. ``None`` (a default that switches the option off) passes."""
+  import math
+  from jaxcl.train import objectives
+  name, kw = config.loss.name, dict(config.loss.kwargs)
+  for key, v in kw.items():
+    where = f"config.loss.kwargs.{key}={v!r}"
+    if v is None:
+      continue
+    temperature = key.endswith("temperature") and key != "learn_temperature"
+    ranged = (temperature or key in POSITIVE_KWARGS or key in COUNT_KWARGS or key in UNIT_KWARGS
+              or key in NONNEGATIVE_KWARGS or key.endswith("_weight"))
+    if ranged and not _is_number(v):
+      raise ConfigError(f"{where}: must be a number (loss {name!r})")
+    for x in (v if isinstance(v, (tuple, list)) else (v,)):
+      if _is_number(x) and not math.isfinite(x):
+        raise ConfigError(f"{where}: must be finite (loss {name!r})")
+    if temperature or key in POSITIVE_KWARGS:
+      if not v > 0:
+        raise ConfigError(f"{where}: must be > 0 (loss {name!r})")
+    elif key in NONNEGATIVE_KWARGS or key.endswith("_weight"):
+      if not v >= 0:
+        raise ConfigError(f"{where}: must be >= 0 (loss {name!r})")
+    elif key in COUNT_KWARGS:
+      if v != int(v) or v < COUNT_KWARGS[key]:
+        raise ConfigError(f"{where}: must be an int >= {COUNT_KWARGS[key]} (loss {name!r})")
+    elif key in UNIT_KWARGS:
+      text, ok = UNIT_KWARGS[key]
+      if not ok(v):
+        raise ConfigError(f"{where}: must be in {text} (loss {name!r})")
+  own = objectives.objective_kwargs(name)  # the objective's defaults (TCL's clamp range)
+  lo = kw.get("min_temperature", own.get("min_temperature"))
+  hi = kw.get("max_temperature", own.get("max_temperature"))
+  if _is_number(lo) and _is_number(hi) and lo > hi:
+    raise ConfigError(f"config.loss.kwargs.min_temperature={lo!r} must be <= "
+                      f"config.loss.kwargs.max_temperature={hi!r} (loss {name!r})")
 
 
 def num_views(config):
@@ -369,6 +430,110 @@ def check_batch(config, num_devices, num_processes):
                       f"({num_processes})")
 
 
+# What each encoder of jaxcl.models takes per example (named in the shape-mismatch error; the
+# ViTs patch images or signals alike).
+ENCODER_INPUTS = {"mlp": "any shape (flattened)", "cnn1d": "signals [length, channels]",
+                  "resnet18": "images [H, W, C]", "resnet50": "images [H, W, C]",
+                  "text_transformer": "token ids [length]",
+                  "bert": "token ids [length]", "bert_moe": "token ids [length]"}
+
+
+def check_model(config, model, info, batch=2):
+  """Traces ``model`` (``(h, z) = model.apply(...)``, the eval-mode model) on ``batch``
+  examples of the dataset's shape with ``jax.eval_shape``: nothing is compiled or allocated.
+  The encoder must take the examples, and ``h`` / ``z`` keep the batch (``[B, F]`` / ``[B, D]``
+  for single-modality data). A 2-D encoder on 1-D signals (or the reverse) otherwise fails
+  inside the first step, after the workdir exists, or trains on mixed-up rows."""
+  import jax
+  import jax.numpy as jnp
+  enc = config.model.encoder
+  what = (f"config.model.encoder={enc!r}" if not info.modalities else
+          f"config.model.encoder={enc!r} / config.model.modalities")
+  takes = f", {enc!r} takes {ENCODER_INPUTS[enc]}" if enc in ENCODER_INPUTS else ""
+  where = (f"dataset {info.name!r}: its examples have shape {tuple(info.shape)} ({info.kind})"
+           f"{takes}")
+  x = jax.ShapeDtypeStruct((batch,) + tuple(info.shape), jnp.float32)
+  try:
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    h, z = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  except Exception as e:  # pylint: disable=broad-except  (whatever the module raises)
+    first = (str(e).strip().splitlines() or [""])[0]
+    raise ConfigError(f"{what} does not fit {where} (tracing a batch of {batch}: "
+                      f"{type(e).__name__}: {first})") from e
+  shapes = [tuple(a.shape) for a in jax.tree.leaves((h, z))]
+  flat = not info.modalities
+  if (any(not s or s[0] != batch for s in shapes)
+      or flat and (len(h.shape) != 2 or len(z.shape) != 2)):
+    raise ConfigError(f"{what} does not fit {where}; a batch of {batch} gives features h "
+                      f"{_shapes(h)} and embeddings z {_shapes(z)} (expected [{batch}, F] and "
+                      f"[{batch}, D])")
+
+
+def _shapes(tree):
+  import jax
+  leaves = [tuple(a.shape) for a in jax.tree.leaves(tree)]
+  return leaves[0] if len(leaves) == 1 else leaves
+
+
+def check_data(config, info, *, num_processes=1):
+  """The data the config's loader will read, before any side effect: a tfds dataset that is not
+  embedded must be prepared in the data dir (its files only: no tfds call, never a download;
+  the evaluation's split too when the run evaluates), and the global batch must not exceed the
+  training examples (``config.data.allow_repeats=True`` allows it: batches then repeat
+  examples, and a copy is a false negative of the other). A runtime dataset
+  (:func:`jaxcl.data.catalog.register`) has no files: its batches come through
+  ``train(iterator=)``. Not for runs given an ``iterator``."""
+  from jaxcl.data import catalog, loader
+  name, c = info.name, config.data
+  if name not in catalog.DATASETS:
+    raise ConfigError(f"config.data.name={name!r} is a runtime dataset (jaxcl.data.catalog."
+                      f"register) with no files to read: pass its batches with "
+                      f"jaxcl.train.train(config, workdir, iterator=...)")
+  if not info.embedded:
+    splits = (c.train_split,) + ((c.eval_split,) if config.eval.at_end or config.eval.every
+                                 else ())
+    try:
+      loader.check_prepared(name, tuple(dict.fromkeys(splits)), data_dir=c.data_dir)
+    except FileNotFoundError as e:
+      raise ConfigError(f"config.data.name={name!r}: {e}") from e
+  if c.get("allow_repeats", False):
+    return
+  n, kept = _train_rows(config, info)
+  b, p = config.batch_size, num_processes
+  if b // p > n // p:  # each process reads n // p of the rows (ShardByJaxProcess), b // p a step
+    per = f" ({n // p} per process, {b // p} per process and step)" if p > 1 else ""
+    raise ConfigError(f"config.batch_size={b} is larger than the {n} training examples of "
+                      f"dataset {name!r} (split {c.train_split!r}{kept}){per}: every batch would "
+                      f"repeat examples, and a repeated example is a false negative of its own "
+                      f"copy; use config.batch_size <= {n // p * p} or set "
+                      f"config.data.allow_repeats=True")
+
+
+def _train_rows(config, info):
+  """``(rows, what kept them)`` of the training split the loader serves: the split's size, or
+  for ``classes`` / ``per_class`` / ``imbalance`` the count from the labels of an embedded
+  dataset, as the loader selects them (other datasets: the split's size, an upper bound)."""
+  from jaxcl.data import catalog, loader
+  c = config.data
+  n = info.splits[c.train_split]
+  classes = tuple(c.classes)
+  subset = [f"config.data.{k}={v!r}" for k, v, off in (("classes", classes, ()),
+                                                       ("per_class", c.per_class, 0),
+                                                       ("imbalance", c.imbalance, 1.0))
+            if v != off]
+  if not subset or info.name not in catalog.EMBEDDED:
+    return n, ""
+  labels = loader.load_arrays(info.name, c.train_split, data_dir=c.data_dir)["y"]
+  try:
+    idx = (loader.class_indices(labels, classes, where="config.data.classes") if classes
+           else np.arange(len(labels)))
+    idx = idx[loader.count_indices(labels[idx], per_class=c.per_class, imbalance=c.imbalance,
+                                   where="config.data")]
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  return len(idx), f", kept by {', '.join(subset)}"
+
+
 def dataset_info(config):
   import jaxcl.data
   name = config.data.name
@@ -404,6 +569,7 @@ def validate(config, *, num_devices, num_processes):
   if config.views.num_local < 0:
     raise ConfigError(f"config.views.num_local must be >= 0, got {config.views.num_local}")
   loss_fn(config)
+  check_loss_values(config)
   check_momentum(config)
   check_batch(config, num_devices, num_processes)
   info = dataset_info(config)

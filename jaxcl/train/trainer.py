@@ -2,7 +2,11 @@
 
 ``train(config, workdir)`` is everything ``python -m jaxcl.main`` does. Order of work:
 
-1. ``jax.distributed.initialize`` if multi-process; validate the config (no compilation yet);
+1. ``jax.distributed.initialize`` if multi-process; every check, before any directory,
+   checkpoint or compilation (:func:`setup`): the config (:func:`jaxcl.train.config.validate`,
+   the values of ``loss.kwargs`` included), the data source and the batch against the
+   training examples (:func:`jaxcl.train.config.check_data`, unless ``iterator=`` is given),
+   the model traced on the data's shape (:func:`jaxcl.train.config.check_model`);
 2. mesh over all devices, model / optimiser / sharded state, data iterator;
 3. resume from the newest readable checkpoint in ``workdir/checkpoints`` (state *and* data
    position; :func:`jaxcl.train.checkpoint.restore_latest`), dropping what an interrupted run
@@ -50,11 +54,16 @@ class NonFiniteLossError(FloatingPointError):
   ``config.nonfinite.max_skips`` allows); the run stopped without applying or saving it."""
 
 
-def setup(config, *, devices=None, objective=None):
+def setup(config, *, devices=None, objective=None, check_data=False):
   """Validated pieces shared by training, the step tests and the notebook (``objective``
-  replaces the config's objective adapter, e.g. MCL's group-masked loss)."""
+  replaces the config's objective adapter, e.g. MCL's group-masked loss). Every check runs
+  before anything is compiled: :func:`jaxcl.train.config.validate`, with ``check_data`` the
+  data the config's loader reads (:func:`jaxcl.train.config.check_data`), and the model traced
+  on the data's shape (:func:`jaxcl.train.config.check_model`)."""
   info = cfg.validate(config, num_devices=len(devices) if devices else jax.device_count(),
                       num_processes=jax.process_count())
+  if check_data:
+    cfg.check_data(config, info, num_processes=jax.process_count())
   from jaxcl import augment
   mesh = make_mesh(devices)
   objective = objective or cfg.make_objective(config)
@@ -85,6 +94,8 @@ def setup(config, *, devices=None, objective=None):
     eval_model = build_model(config.model, bn_axis_name=None, modalities=info.modalities)
   except ValueError as e:
     raise cfg.ConfigError(f"config.model: {e}") from e
+  # The model on the data's shape (jax.eval_shape), on the rows one device encodes per view.
+  cfg.check_model(config, eval_model, info, batch=max(2, config.batch_size // mesh.size))
   tx, schedule = make_optimizer(config.optim, config.num_steps)
   rng = jax.random.PRNGKey(config.seed)
   state, shardings = create_state(mesh, eval_model, tx, rng, info.shape,
@@ -136,7 +147,9 @@ def train(config, workdir, *, iterator=None, objective=None, warm_start=None):
   latest checkpoint (:func:`jaxcl.train.checkpoint.restore_modules`: fine-tuning).
   """
   distributed.maybe_initialize(config.distributed)
-  parts = setup(config, objective=objective)
+  # Every check first (config, data source, model on the data's shape): nothing is written
+  # or compiled before them.
+  parts = setup(config, objective=objective, check_data=iterator is None)
   mesh, state = parts["mesh"], parts["state"]
   os.makedirs(workdir, exist_ok=True)
   iterator = _loader(config, config.data.train_split) if iterator is None else iterator
