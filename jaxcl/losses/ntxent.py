@@ -82,8 +82,8 @@ def nt_xent(z1: ArrayLike, z2: ArrayLike, *, temperature: float | jax.Array = 0.
 
   For each local sample ``i``, with temperature ``T``::
 
-      l_i    = ( l_(i,0) + l_(i,1) ) / 2
-      l_a    = -s(a, p(a)) / T + log sum_{b != a} exp(s(a, b) / T)
+      l_i     = ( l_(i,0) + l_(i,1) ) / 2
+      l_a     = -s(a, p(a)) / T + log sum_{b != a} exp(s(a, b) / T)
       s(a, b) = <u_a, u_b> / (|u_a| |u_b|)        (normalize=False: <u_a, u_b>)
 
   ``u = [z1; z2]`` are the ``2N`` rows of the global batch (every device along ``axis_name``);
@@ -145,8 +145,8 @@ def dcl(z1: ArrayLike, z2: ArrayLike, *, temperature: float | jax.Array = 0.1,
 
   For each local sample ``i``, with temperature ``T``::
 
-      l_i    = ( l_(i,0) + l_(i,1) ) / 2
-      l_a    = -s(a, p(a)) / T + log sum_{b : sample(b) != i} exp(s(a, b) / T)
+      l_i     = ( l_(i,0) + l_(i,1) ) / 2
+      l_a     = -s(a, p(a)) / T + log sum_{b : sample(b) != i} exp(s(a, b) / T)
       s(a, b) = <u_a, u_b> / (|u_a| |u_b|)        (normalize=False: <u_a, u_b>)
 
   Both views of the anchor's own sample leave the denominator, so the value can be negative.
@@ -223,9 +223,9 @@ def dclw(z1: ArrayLike, z2: ArrayLike, *, temperature: float | jax.Array = 0.1,
 
   For each local sample ``i``, with temperature ``T``::
 
-      l_i    = ( l_(i,0) + l_(i,1) ) / 2
-      l_a    = -w_i s(a, p(a)) / T + log sum_{b : sample(b) != i} exp(s(a, b) / T)
-      w_i    = 2 - N exp(c_i / sigma) / sum_j exp(c_j / sigma),   c_i = s((i, 0), (i, 1))
+      l_i     = ( l_(i,0) + l_(i,1) ) / 2
+      l_a     = -w_i s(a, p(a)) / T + log sum_{b : sample(b) != i} exp(s(a, b) / T)
+      w_i     = 2 - N exp(c_i / sigma) / sum_j exp(c_j / sigma),   c_i = s((i, 0), (i, 1))
       s(a, b) = <u_a, u_b> / (|u_a| |u_b|)        (normalize=False: <u_a, u_b>)
 
   The weights are constants for the gradient (stop-gradient); the softmax and ``N`` run over

@@ -43,9 +43,9 @@ def supcon(features: ArrayLike, labels: ArrayLike, *, temperature: float | jax.A
   Over the ``N * V`` anchors ``a = (i, v)`` of the global batch (every view of every sample),
   with temperature ``T``::
 
-      l_i    = (1/V) sum_v l_(i,v)
-      l_a    = -(T / T_base) (1/|P(a)|) sum_{p in P(a)} [ s(a, p) / T - lse_a ]
-      lse_a  = log sum_{b != a} exp(s(a, b) / T)
+      l_i     = (1/V) sum_v l_(i,v)
+      l_a     = -(T / T_base) (1/|P(a)|) sum_{p in P(a)} [ s(a, p) / T - lse_a ]
+      lse_a   = log sum_{b != a} exp(s(a, b) / T)
       s(a, b) = <u_a, u_b> / (|u_a| |u_b|)        (normalize=False: <u_a, u_b>)
 
   ``b`` runs over every other valid row (any view) of the global batch (every device along
