@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxcl import collectives
 from jaxcl.kernels import contrastive_lse
@@ -72,19 +73,61 @@ def _two_view(fn, z1, z2, temperature, axis_name, normalize, sample_ids, valid, 
   return lse, res.pos_sum.reshape(2, b), (u1, u2), valid, keep
 
 
-def nt_xent(z1, z2, *, temperature=0.5, axis_name=None, normalize=True, sample_ids=None,
-            valid=None, impl="dense", block_size=1024, group_ids=None, precision=None):
-  """SimCLR's NT-Xent over ``2N`` anchors (self excluded, other view positive). ``[B_local]``.
+def nt_xent(z1: ArrayLike, z2: ArrayLike, *, temperature: float | jax.Array = 0.5,
+            axis_name: str | tuple[str, ...] | None = None, normalize: bool = True,
+            sample_ids: ArrayLike | None = None, valid: ArrayLike | None = None,
+            impl: str = "dense", block_size: int = 1024, group_ids: ArrayLike | None = None,
+            precision: jax.lax.PrecisionLike = None) -> jax.Array:
+  """SimCLR's NT-Xent over the ``2N`` rows of both views: self excluded, other view positive.
+
+  For each local sample ``i``, with temperature ``T``::
+
+      l_i     = ( l_(i,0) + l_(i,1) ) / 2
+      l_a     = -s(a, p(a)) / T + log sum_{b != a} exp(s(a, b) / T)
+      s(a, b) = <u_a, u_b> / (|u_a| |u_b|)        (normalize=False: <u_a, u_b>)
+
+  ``u = [z1; z2]`` are the ``2N`` rows of the global batch (every device along ``axis_name``);
+  anchor ``a = (i, v)`` is view ``v`` of sample ``i`` and its positive is ``p(a) = (i, 1 - v)``.
+  Padded rows, rows of other samples sharing the anchor's ``sample_ids`` entry and, with
+  ``group_ids``, rows of other groups are no candidates ``b``.
+
+  Per-example convention: entry ``i`` of the ``[B_local]`` result is ``l_i``, the mean of
+  sample ``i``'s two anchor losses (0 for a padded sample); the mean over the global batch
+  is SimCLR's loss, the ``2N`` anchor losses averaged (under padding, reduce with
+  :func:`jaxcl.losses.global_mean`).
 
   Args:
-    z1, z2: ``[B, D]`` the two views' embeddings (row ``i`` of each is the same sample).
-    temperature: ``T`` (SimCLR uses 0.5 at batch 256..4096, 0.1-0.2 at larger batch).
+    z1: ``[B, D]`` first view's embeddings (any float dtype).
+    z2: ``[B, D]`` second view's embeddings; row ``i`` of ``z1`` and of ``z2`` are the same
+      sample.
+    temperature: softmax temperature ``T`` (Python float > 0 or traced scalar).
+    axis_name: mesh axis name(s) inside ``jax.shard_map``; both views' rows are gathered
+      along it, so the candidates are the ``2N`` rows of the global batch. ``None``: single
+      device.
+    normalize: L2-normalise ``z1`` and ``z2`` first (cosine similarity).
     sample_ids: ``[B]`` ints; rows of *other* samples with the same id are removed from
       every denominator (both views).
-    valid: ``[B]`` bool padding mask.
+    valid: ``[B]`` bool; a padded sample gives loss 0 and neither of its rows is a candidate
+      (``N`` counts valid samples). ``None``: every row is valid.
+    impl: similarity kernel, ``"dense"``, ``"blockwise"``, ``"ring"`` or ``"auto"`` (see
+      :func:`jaxcl.kernels.contrastive_lse`).
+    block_size: key-block size of the blockwise / ring kernels.
     group_ids: ``[B]`` ints; only rows of the anchor's group are in its denominator (MCL's
-      same-pseudo-cluster negatives, see the module docstring).
-    precision: ``precision`` of the similarity product (:func:`jaxcl.losses.info_nce`).
+      same-pseudo-cluster negatives).
+    precision: ``precision`` of the similarity product (as in :func:`jaxcl.losses.info_nce`);
+      the positive logit comes from the same product as the candidates.
+
+  Returns:
+    ``[B_local]`` float32 per-sample losses ``l_i`` (0 on padded samples).
+
+  Example:
+    With ``z1 = z2 = I_2`` and ``T = 1`` every anchor has similarity 1 with its positive and
+    0 with the other sample's two rows: ``-1 + log(e^1 + 2 e^0) = log(1 + 2/e) = 0.5514``.
+
+    >>> import jax.numpy as jnp, jaxcl
+    >>> z = jnp.eye(2)
+    >>> [round(float(x), 4) for x in jaxcl.losses.nt_xent(z, z, temperature=1.0)]
+    [0.5514, 0.5514]
   """
   lse, pos, _, _, keep = _two_view("nt_xent", z1, z2, temperature, axis_name, normalize,
                                    sample_ids, valid, impl, block_size, exclude_same_sample=False,
@@ -93,10 +136,63 @@ def nt_xent(z1, z2, *, temperature=0.5, axis_name=None, normalize=True, sample_i
   return c.finalize(per, keep)
 
 
-def dcl(z1, z2, *, temperature=0.1, axis_name=None, normalize=True, sample_ids=None,
-        valid=None, impl="dense", block_size=1024, group_ids=None, precision=None):
-  """Decoupled contrastive loss: NT-Xent with both views of the anchor's sample removed
-  from the denominator. ``[B_local]``; see the module docstring for the equation."""
+def dcl(z1: ArrayLike, z2: ArrayLike, *, temperature: float | jax.Array = 0.1,
+        axis_name: str | tuple[str, ...] | None = None, normalize: bool = True,
+        sample_ids: ArrayLike | None = None, valid: ArrayLike | None = None,
+        impl: str = "dense", block_size: int = 1024, group_ids: ArrayLike | None = None,
+        precision: jax.lax.PrecisionLike = None) -> jax.Array:
+  """Decoupled contrastive loss: NT-Xent without the positive pair in the denominator.
+
+  For each local sample ``i``, with temperature ``T``::
+
+      l_i     = ( l_(i,0) + l_(i,1) ) / 2
+      l_a     = -s(a, p(a)) / T + log sum_{b : sample(b) != i} exp(s(a, b) / T)
+      s(a, b) = <u_a, u_b> / (|u_a| |u_b|)        (normalize=False: <u_a, u_b>)
+
+  Both views of the anchor's own sample leave the denominator, so the value can be negative.
+  ``u = [z1; z2]`` are the ``2N`` rows of the global batch (every device along ``axis_name``);
+  anchor ``a = (i, v)`` is view ``v`` of sample ``i`` and its positive is ``p(a) = (i, 1 - v)``.
+  Padded rows, rows of other samples sharing the anchor's ``sample_ids`` entry and, with
+  ``group_ids``, rows of other groups are no candidates ``b``.
+
+  Per-example convention: entry ``i`` of the ``[B_local]`` result is ``l_i``, the mean of
+  sample ``i``'s two anchor losses (0 for a padded sample); the mean over the global batch
+  is lightly's DCL reduction ``(mean L^(1) + mean L^(2)) / 2``; multiply by ``2N`` for the
+  paper's sum (under padding, reduce with :func:`jaxcl.losses.global_mean`).
+
+  Args:
+    z1: ``[B, D]`` first view's embeddings (any float dtype).
+    z2: ``[B, D]`` second view's embeddings; row ``i`` of ``z1`` and of ``z2`` are the same
+      sample.
+    temperature: softmax temperature ``T`` (Python float > 0 or traced scalar).
+    axis_name: mesh axis name(s) inside ``jax.shard_map``; both views' rows are gathered
+      along it, so the candidates are the ``2N`` rows of the global batch. ``None``: single
+      device.
+    normalize: L2-normalise ``z1`` and ``z2`` first (cosine similarity).
+    sample_ids: ``[B]`` ints; rows of *other* samples with the same id are removed from
+      every denominator (both views).
+    valid: ``[B]`` bool; a padded sample gives loss 0 and neither of its rows is a candidate
+      (``N`` counts valid samples). ``None``: every row is valid.
+    impl: similarity kernel, ``"dense"``, ``"blockwise"``, ``"ring"`` or ``"auto"`` (see
+      :func:`jaxcl.kernels.contrastive_lse`).
+    block_size: key-block size of the blockwise / ring kernels.
+    group_ids: ``[B]`` ints; only rows of the anchor's group are in its denominator (MCL's
+      same-pseudo-cluster negatives).
+    precision: ``precision`` of the similarity product (as in :func:`jaxcl.losses.info_nce`);
+      the positive logit comes from the same product as the candidates.
+
+  Returns:
+    ``[B_local]`` float32 per-sample losses ``l_i`` (0 on padded samples).
+
+  Example:
+    With ``z1 = z2 = I_2`` and ``T = 1`` each anchor's denominator keeps only the other
+    sample's two rows (similarity 0): ``-1 + log(2 e^0) = log 2 - 1 = -0.3069``.
+
+    >>> import jax.numpy as jnp, jaxcl
+    >>> z = jnp.eye(2)
+    >>> [round(float(x), 4) for x in jaxcl.losses.dcl(z, z, temperature=1.0)]
+    [-0.3069, -0.3069]
+  """
   lse, pos, _, _, keep = _two_view("dcl", z1, z2, temperature, axis_name, normalize,
                                    sample_ids, valid, impl, block_size, exclude_same_sample=True,
                                    group_ids=group_ids, precision=precision)
@@ -117,11 +213,69 @@ def dclw_weights(pos_sim, valid, sigma, axis_name=None):
   return 2.0 - n * e / jnp.where(total > 0, total, 1.0)
 
 
-def dclw(z1, z2, *, temperature=0.1, sigma=0.5, axis_name=None, normalize=True,
-         sample_ids=None, valid=None, impl="dense", block_size=1024, group_ids=None,
-         precision=None):
-  """DCL with the von Mises-Fisher positive weight ``w_i = 2 - N softmax(<z1_i, z2_i>/sigma)``
-  (stop-gradient; softmax over the global batch). ``[B_local]``."""
+def dclw(z1: ArrayLike, z2: ArrayLike, *, temperature: float | jax.Array = 0.1,
+         sigma: float = 0.5, axis_name: str | tuple[str, ...] | None = None,
+         normalize: bool = True, sample_ids: ArrayLike | None = None,
+         valid: ArrayLike | None = None,
+         impl: str = "dense", block_size: int = 1024, group_ids: ArrayLike | None = None,
+         precision: jax.lax.PrecisionLike = None) -> jax.Array:
+  """DCL with von Mises-Fisher weights on the positive term (DCLW).
+
+  For each local sample ``i``, with temperature ``T``::
+
+      l_i     = ( l_(i,0) + l_(i,1) ) / 2
+      l_a     = -w_i s(a, p(a)) / T + log sum_{b : sample(b) != i} exp(s(a, b) / T)
+      w_i     = 2 - N exp(c_i / sigma) / sum_j exp(c_j / sigma),   c_i = s((i, 0), (i, 1))
+      s(a, b) = <u_a, u_b> / (|u_a| |u_b|)        (normalize=False: <u_a, u_b>)
+
+  The weights are constants for the gradient (stop-gradient); the softmax and ``N`` run over
+  the valid samples of the *global* batch (lightly uses the local batch under DDP; the global
+  choice makes sharded equal single-device); ``N`` is the number of valid samples.
+  ``u = [z1; z2]`` are the ``2N`` rows of the global batch (every device along ``axis_name``);
+  anchor ``a = (i, v)`` is view ``v`` of sample ``i`` and its positive is ``p(a) = (i, 1 - v)``.
+  Padded rows, rows of other samples sharing the anchor's ``sample_ids`` entry and, with
+  ``group_ids``, rows of other groups are no candidates ``b``.
+
+  Per-example convention: entry ``i`` of the ``[B_local]`` result is ``l_i``, the mean of
+  sample ``i``'s two anchor losses (0 for a padded sample); the mean over the global batch
+  is lightly's DCLW reduction ``(mean L^(1) + mean L^(2)) / 2`` (under padding, reduce with
+  :func:`jaxcl.losses.global_mean`).
+
+  Args:
+    z1: ``[B, D]`` first view's embeddings (any float dtype).
+    z2: ``[B, D]`` second view's embeddings; row ``i`` of ``z1`` and of ``z2`` are the same
+      sample.
+    temperature: softmax temperature ``T`` (Python float > 0 or traced scalar).
+    sigma: von Mises-Fisher concentration ``sigma`` of the weights (> 0; the paper uses
+      0.5).
+    axis_name: mesh axis name(s) inside ``jax.shard_map``; both views' rows are gathered
+      along it, so the candidates are the ``2N`` rows of the global batch. ``None``: single
+      device.
+    normalize: L2-normalise ``z1`` and ``z2`` first (cosine similarity).
+    sample_ids: ``[B]`` ints; rows of *other* samples with the same id are removed from
+      every denominator (both views).
+    valid: ``[B]`` bool; a padded sample gives loss 0 and neither of its rows is a candidate
+      (``N`` counts valid samples). ``None``: every row is valid.
+    impl: similarity kernel, ``"dense"``, ``"blockwise"``, ``"ring"`` or ``"auto"`` (see
+      :func:`jaxcl.kernels.contrastive_lse`).
+    block_size: key-block size of the blockwise / ring kernels.
+    group_ids: ``[B]`` ints; only rows of the anchor's group are in its denominator (MCL's
+      same-pseudo-cluster negatives).
+    precision: ``precision`` of the similarity product (as in :func:`jaxcl.losses.info_nce`);
+      the positive logit comes from the same product as the candidates.
+
+  Returns:
+    ``[B_local]`` float32 per-sample losses ``l_i`` (0 on padded samples).
+
+  Example:
+    With ``z1 = z2 = I_2`` and ``T = 1`` every ``c_i = 1``, so the softmax is uniform and
+    ``w_i = 2 - 2 * 1/2 = 1``: DCLW equals DCL, ``-1 + log(2 e^0) = log 2 - 1 = -0.3069``.
+
+    >>> import jax.numpy as jnp, jaxcl
+    >>> z = jnp.eye(2)
+    >>> [round(float(x), 4) for x in jaxcl.losses.dclw(z, z, temperature=1.0)]
+    [-0.3069, -0.3069]
+  """
   c.check_positive("sigma", sigma, "dclw")
   lse, pos, (u1, u2), valid, keep = _two_view("dclw", z1, z2, temperature, axis_name,
                                               normalize, sample_ids, valid, impl, block_size,

@@ -23,22 +23,66 @@ Example:
 """
 from __future__ import annotations
 
+import jax
+from jax.typing import ArrayLike
 
 from jaxcl.kernels import sigmoid_row_sum
 from jaxcl.losses import _common as c
 
 
-def siglip_loss(a, b, *, temperature=0.1, bias=-10.0, axis_name=None, normalize=True,
-                sample_ids=None, valid=None, impl="dense", block_size=1024, precision=None):
-  """Per-row sum over all global candidates of the sigmoid pair loss. ``[B_local]``.
+def siglip_loss(a: ArrayLike, b: ArrayLike, *, temperature: float | jax.Array = 0.1,
+                bias: float | jax.Array = -10.0, axis_name: str | tuple[str, ...] | None = None,
+                normalize: bool = True, sample_ids: ArrayLike | None = None,
+                valid: ArrayLike | None = None, impl: str = "dense", block_size: int = 1024,
+                precision: jax.lax.PrecisionLike = None) -> jax.Array:
+  """SigLIP's pairwise sigmoid loss: each row's sum over every global candidate pair.
+
+  For each local row ``i`` of ``a``, with temperature ``T``::
+
+      l_i  = sum_j -log sigmoid(z_ij * x_ij) = sum_j log(1 + exp(-z_ij * x_ij))
+      x_ij = <a_i, b_j> / (|a_i| |b_j| T) + bias     (normalize=False: <a_i, b_j> / T + bias)
+      z_ij = +1 if j == i (or sample_ids[j] == sample_ids[i]), else -1
+
+  ``j`` runs over the valid rows of ``b`` in the global batch (every device along
+  ``axis_name``); a padded row of ``b`` is nobody's candidate. Pairs of *different* rows
+  that share a ``sample_ids`` entry count as positives (``z = +1``).
+
+  Per-example convention: entry ``i`` of the ``[B_local]`` result is ``l_i`` (0 for a padded
+  row); the mean over the global batch is the paper's loss ``(1/N) sum_i l_i`` (under
+  padding, reduce with :func:`jaxcl.losses.global_mean`). The paper initialises
+  ``1/T = exp(t')`` with ``t' = log 10`` and ``bias = -10``; both may be traced and then get
+  their gradients.
 
   Args:
-    a, b: ``[B, D]`` paired embeddings (image / text towers).
+    a: ``[B, D]`` embeddings of the first tower (e.g. images); anchors are its local rows.
+    b: ``[B, D]`` embeddings of the second tower (e.g. texts); ``(a[i], b[i])`` is pair ``i``.
     temperature: ``T``; Python float > 0 or traced (e.g. ``jnp.exp(-t_prime)``).
-    bias: logit bias (Python float or traced scalar).
-    sample_ids: optional ``[B]`` ints; equal ids are positives.
+    bias: logit bias added to every pair's logit (Python float or traced scalar).
+    axis_name: mesh axis name(s) inside ``jax.shard_map``; ``b`` (and its ids / validity) is
+      gathered along it (``impl="ring"`` passes its blocks around the ring instead). ``None``:
+      single device.
+    normalize: L2-normalise ``a`` and ``b`` first (cosine similarity).
+    sample_ids: optional ``[B]`` ints; pairs with equal ids are positives.
     valid: ``[B]`` bool padding mask: padded rows give 0 and are nobody's candidate.
-    precision: ``precision`` of the similarity product (:func:`jaxcl.losses.info_nce`).
+      ``None``: every row is valid.
+    impl: pair-sum kernel, ``"dense"``, ``"blockwise"``, ``"ring"`` or ``"auto"``
+      (:func:`jaxcl.kernels.sigmoid_row_sum`).
+    block_size: key-block size of the blockwise / ring kernels.
+    precision: ``precision`` of the similarity product (as in :func:`jaxcl.losses.info_nce`).
+
+  Returns:
+    ``[B_local]`` float32 per-row losses ``l_i`` (0 on padded rows).
+
+  Example:
+    With ``a = b = I_2``, ``T = 1`` and ``bias = 0``: the positive pair has logit 1,
+    ``-log sigmoid(1) = log(1 + e^-1) = 0.3133``, and the negative pair logit 0,
+    ``-log sigmoid(0) = log 2 = 0.6931``; each row is ``0.3133 + 0.6931 = 1.0064``.
+
+    >>> import jax.numpy as jnp, jaxcl
+    >>> a = jnp.eye(2)
+    >>> per = jaxcl.losses.siglip_loss(a, a, temperature=1.0, bias=0.0)
+    >>> [round(float(x), 4) for x in per]
+    [1.0064, 1.0064]
   """
   fn = "siglip_loss"
   a, b = c.paired(fn, "a", a, "b", b, temperature)

@@ -38,18 +38,47 @@ Example:
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxcl import sinkhorn
 from jaxcl.kernels import logits
 from jaxcl.losses import _common as c
 
 
-def prototype_scores(z, prototypes, *, normalize=True):
-  """``[B, K]`` float32 scores ``z @ C.T``; ``z`` (and the prototype rows) L2-normalised."""
+def prototype_scores(z: ArrayLike, prototypes: ArrayLike, *,
+                     normalize: bool = True) -> jax.Array:
+  """SwAV's prototype scores: cosine similarity of every row with every prototype.
+
+  For local row ``b`` and prototype ``k`` (rows ``C_k`` of ``prototypes``)::
+
+      S_bk = <z_b, C_k> / (|z_b| |C_k|)        (normalize=False: <z_b, C_k>)
+
+  Per row, no reduction: the ``[B_local, K]`` result feeds :func:`swav_loss` (one array per
+  crop). Computed as the kernels' float32 product.
+
+  Args:
+    z: ``[B, D]`` embeddings of one crop (any float dtype).
+    prototypes: ``[K, D]`` prototype vectors.
+    normalize: L2-normalise ``z`` and the prototype rows first.
+
+  Returns:
+    ``[B, K]`` float32 scores.
+
+  Example:
+    ``z = [3, 4]`` normalises to ``[0.6, 0.8]``; the prototypes ``[1, 0]`` and ``[0, 2]`` to
+    ``e_1`` and ``e_2``, so the scores are ``[0.6, 0.8]``:
+
+    >>> import jax.numpy as jnp, jaxcl
+    >>> z, protos = jnp.array([[3.0, 4.0]]), jnp.array([[1.0, 0.0], [0.0, 2.0]])
+    >>> s = jaxcl.losses.prototype_scores(z, protos)
+    >>> [round(float(x), 4) for x in s[0]]
+    [0.6, 0.8]
+  """
   fn = "prototype_scores"
   z = c.embeddings("z", z, fn)
   prototypes = c.embeddings("prototypes", prototypes, fn, what="[prototypes, dim]")
@@ -71,19 +100,58 @@ def _stack(name, x, fn):
   return c.embeddings(name, x, fn, rank=3, what="[crops, batch, prototypes]")
 
 
-def swav_loss(scores_per_crop, *, temperature=0.1, epsilon=0.05, sinkhorn_iters=3, num_global=2,
-              axis_name=None, queue_scores=None, valid=None):
-  """SwAV swapped-prediction loss, per example ``[B_local]`` (see the module docstring).
+def swav_loss(scores_per_crop: ArrayLike | Sequence[ArrayLike], *,
+              temperature: float | jax.Array = 0.1, epsilon: float = 0.05,
+              sinkhorn_iters: int = 3, num_global: int = 2,
+              axis_name: str | tuple[str, ...] | None = None,
+              queue_scores: ArrayLike | Sequence[ArrayLike] | None = None,
+              valid: ArrayLike | None = None) -> jax.Array:
+  """SwAV swapped-prediction loss: each crop predicts the Sinkhorn codes of the global crops.
+
+  With ``V`` crops of scores ``S^v`` ``[B, K]`` (:func:`prototype_scores`), the first
+  ``num_global`` of which get codes, and temperature ``T``::
+
+      l_b = (1/num_global) sum_{s < num_global} (1/(V-1)) sum_{v != s} -sum_k q^s_bk log p^v_bk
+      p^v = softmax_k(S^v / T),      q^s = sinkhorn_knopp(S^s, epsilon, sinkhorn_iters)
+
+  The codes ``q^s`` are stop-gradient soft assignments, equipartitioned over the valid rows of
+  the global batch (every device along ``axis_name``, :func:`jaxcl.sinkhorn.sinkhorn_knopp`).
+  With ``queue_scores`` (``[num_global, Q_local, K]``, stored queue embeddings times the
+  *current* prototypes, one queue per assigned crop as in the official code) the queue rows
+  take part in the equipartition and their codes are discarded. The softmax is over
+  prototypes, not samples.
+
+  Per-example convention: entry ``b`` of the ``[B_local]`` result is ``l_b`` (0 for a padded
+  row); the mean over the global batch is the official ``main_swav.py`` loss (under padding,
+  reduce with :func:`jaxcl.losses.global_mean`).
 
   Args:
     scores_per_crop: ``V`` arrays ``[B_local, K]`` (or one ``[V, B_local, K]``) of prototype
       scores; the first ``num_global`` crops are the assigned (global) ones.
-    temperature: softmax temperature of the predictions (SwAV 0.1).
-    epsilon, sinkhorn_iters: Sinkhorn parameters (SwAV 0.05, 3).
+    temperature: softmax temperature ``T`` of the predictions (SwAV 0.1).
+    epsilon: Sinkhorn entropic regularisation (SwAV 0.05).
+    sinkhorn_iters: Sinkhorn iterations (SwAV 3).
     num_global: number of leading crops that get codes (SwAV's ``crops_for_assign``).
-    axis_name: mesh axis name(s): the equipartition is over the global batch.
-    queue_scores: optional ``[num_global, Q_local, K]`` queue scores (see module docstring).
-    valid: ``[B_local]`` bool; padded rows get loss 0 and take no Sinkhorn mass.
+    axis_name: mesh axis name(s) inside ``jax.shard_map``: the equipartition is over the
+      global batch. ``None``: single device.
+    queue_scores: optional ``[num_global, Q_local, K]`` queue scores (or ``num_global``
+      arrays ``[Q_local, K]``).
+    valid: ``[B_local]`` bool; padded rows get loss 0 and take no Sinkhorn mass. ``None``:
+      every row is valid.
+
+  Returns:
+    ``[B_local]`` float32 per-example losses ``l_b`` (0 on padded rows).
+
+  Example:
+    Two crops with scores ``I_2`` (two samples, two prototypes), ``T = 1``: Sinkhorn on
+    ``exp(I / 0.05)`` gives codes one-hot on the diagonal up to ``e^-20``, and
+    ``p = softmax([1, 0]) = [e, 1] / (e + 1)``, so each row is
+    ``-log(e / (e + 1)) = log(1 + e^-1) = 0.3133``:
+
+    >>> import jax.numpy as jnp, jaxcl
+    >>> s = jnp.eye(2)
+    >>> [round(float(x), 4) for x in jaxcl.losses.swav_loss([s, s], temperature=1.0)]
+    [0.3133, 0.3133]
   """
   fn = "swav_loss"
   s = _stack("scores_per_crop", scores_per_crop, fn)
@@ -119,15 +187,32 @@ def _is_prototype(path, name):
   return any(name == getattr(p, "key", getattr(p, "name", None)) for p in path)
 
 
-def normalize_prototypes(params, *, name="prototypes", axis=-1):
+def normalize_prototypes(params: Any, *, name: str = "prototypes", axis: int = -1) -> Any:
   """Re-normalises prototype vectors to unit norm (SwAV does this before every step).
 
+  Every prototype vector ``C_k`` (a slice along ``axis``) becomes::
+
+      C_k <- C_k / max(|C_k|, 1e-6)        (computed in float32, cast back to the dtype)
+
   ``params`` is either the prototype matrix itself or a pytree in which every leaf whose
-  path contains the key ``name`` is a prototype matrix. ``axis`` is the feature axis: ``-1``
-  for ``[K, D]`` rows, ``0`` for a ``flax.linen.Dense`` kernel ``[D, K]``. Dtypes are kept.
+  path contains the key ``name`` is a prototype matrix; other leaves are returned unchanged.
+
+  Args:
+    params: a prototype array, or a pytree of parameters holding them.
+    name: the path key that marks prototype leaves in a pytree.
+    axis: the feature axis: ``-1`` for ``[K, D]`` rows, ``0`` for a ``flax.linen.Dense``
+      kernel ``[D, K]``.
+
+  Returns:
+    ``params`` with every prototype vector at unit norm, dtypes kept.
 
   Example:
+    ``[3, 4] / 5 = [0.6, 0.8]``; in a pytree with ``axis=0`` each column of ones ``[3, 2]``
+    becomes ``1/sqrt(3)`` (squared norm 1):
+
     >>> import jax.numpy as jnp
+    >>> [round(float(x), 4) for x in normalize_prototypes(jnp.array([[3.0, 4.0]]))[0]]
+    [0.6, 0.8]
     >>> p = normalize_prototypes({"prototypes": {"kernel": jnp.ones((3, 2))}}, axis=0)
     >>> round(float(jnp.sum(p["prototypes"]["kernel"][:, 0] ** 2)), 5)
     1.0

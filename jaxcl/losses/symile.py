@@ -34,9 +34,11 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxcl import collectives
 from jaxcl.kernels import contrastive_lse, product
@@ -45,14 +47,77 @@ from jaxcl.losses import _common as c
 NEGATIVES = ("n", "n_squared")
 
 
-def symile(modalities, *, temperature, negatives="n", rng=None, axis_name=None, normalize=True,
-           valid=None, impl="dense", block_size=1024, precision=None):
-  """Symile loss over ``M >= 2`` modalities (sequence of ``[B, D]`` arrays). ``[B_local]``.
+def symile(modalities: Sequence[ArrayLike], *, temperature: float | jax.Array,
+           negatives: str = "n", rng: jax.Array | None = None,
+           axis_name: str | tuple[str, ...] | None = None, normalize: bool = True,
+           valid: ArrayLike | None = None, impl: str = "dense", block_size: int = 1024,
+           precision: jax.lax.PrecisionLike = None) -> jax.Array:
+  """Symile loss over ``M >= 2`` modalities, contrasted with the multilinear inner product.
 
-  ``precision``: of the similarity product ``<r^m_i, prod_{m' != m} r^{m'}_j>``
-  (:func:`jaxcl.losses.info_nce`); each anchor modality's positive is taken from the same
-  product as its candidates (``"n_squared"``: the kernel's positive sum; ``"n"``: the positive
-  *is* the extra candidate), so the value stays >= 0 at any precision.
+  For each local sample ``i``, with ``r^m`` modality ``m``'s rows (L2-normalised unless
+  ``normalize=False``) and temperature ``T``::
+
+      l_i = (1/M) sum_m [ -MIP(r^1_i, ..., r^M_i) / T + log sum_{c in C_m(i)} exp(<r^m_i, c> / T) ]
+      MIP(x_1, ..., x_M) = sum_d prod_m x_{m,d}
+
+  The candidates ``C_m(i)`` of anchor modality ``m`` are elementwise products of one row of
+  each other modality, from the valid rows of the global batch (every device along
+  ``axis_name``):
+
+  * ``negatives="n"`` (``O(N)``): one random permutation ``pi_m'`` of the global batch per
+    non-anchor modality, drawn from ``rng`` (the same on every device); candidate ``j != i``
+    is ``prod_{m' != m} r^{m'}_{pi_m'(j)}``, plus the true positive ``prod_{m' != m} r^{m'}_i``.
+    Accidental false negatives are possible, as in the reference.
+  * ``negatives="n_squared"``: every combination of non-anchor rows (``N^(M-1)`` candidates,
+    the positive among them; memory ``O(N^(M-1) D)``); deterministic.
+
+  With ``M = 2`` and ``"n_squared"`` this is :func:`jaxcl.losses.clip_loss`. From Saporta et
+  al., "Contrasting with Symile", arXiv 2411.01053.
+
+  Per-example convention: entry ``i`` of the ``[B_local]`` result is ``l_i``, the mean over
+  the ``M`` anchor modalities (0 for a padded sample); the mean over the global batch is the
+  reference's loss (under padding, reduce with :func:`jaxcl.losses.global_mean`).
+
+  Args:
+    modalities: sequence of ``M >= 2`` arrays ``[B, D]`` (any float dtype, equal shapes); row
+      ``i`` of each is the same sample.
+    temperature: softmax temperature ``T`` (required; Python float > 0 or traced scalar; use
+      a learnable one: MIPs of unit vectors are small).
+    negatives: ``"n"`` (one permuted candidate list per anchor modality) or ``"n_squared"``
+      (every combination).
+    rng: a ``jax.random`` key for the permutations of ``negatives="n"`` (required there,
+      unused for ``"n_squared"``).
+    axis_name: mesh axis name(s) inside ``jax.shard_map``; all modalities are gathered along
+      it. ``None``: single device.
+    normalize: L2-normalise every modality first (idempotent for normalised inputs; the
+      reference leaves this to the caller).
+    valid: ``[B]`` bool; a padded sample gives loss 0 and its rows are in no candidate.
+      ``None``: every row is valid.
+    impl: similarity kernel, ``"dense"``, ``"blockwise"``, ``"ring"`` or ``"auto"`` (see
+      :func:`jaxcl.kernels.contrastive_lse`).
+    block_size: key-block size of the blockwise / ring kernels.
+    precision: ``precision`` of the similarity product ``<r^m_i, prod_{m' != m} r^{m'}_j>``
+      (as in :func:`jaxcl.losses.info_nce`); each anchor modality's positive is taken from
+      the same product as its candidates (``"n_squared"``: the kernel's positive sum; ``"n"``:
+      the positive *is* the extra candidate), so the value stays >= 0 at any precision.
+
+  Returns:
+    ``[B_local]`` float32 per-sample losses ``l_i`` (0 on padded samples).
+
+  Example:
+    Three modalities all equal to ``I_2``, ``T = 1``, ``"n_squared"``: ``MIP(e_i, e_i, e_i) =
+    1``; of the 4 candidates ``e_j * e_j'`` only ``(i, i)`` has ``<e_i, c> = 1``, the other
+    three 0. Each modality's term is ``-1 + log(e + 3) = log(1 + 3/e) = 0.7437``. With two
+    modalities it is CLIP's ``log(1 + e^-1) = 0.3133``.
+
+    >>> import jax.numpy as jnp, jaxcl
+    >>> r = jnp.eye(2)
+    >>> per = jaxcl.losses.symile([r, r, r], temperature=1.0, negatives="n_squared")
+    >>> [round(float(x), 4) for x in per]
+    [0.7437, 0.7437]
+    >>> per = jaxcl.losses.symile([r, r], temperature=1.0, negatives="n_squared")
+    >>> [round(float(x), 4) for x in per]
+    [0.3133, 0.3133]
   """
   fn = "symile"
   if not isinstance(modalities, (list, tuple)) or len(modalities) < 2:
