@@ -49,3 +49,24 @@ def pytest_configure(config):
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
   optional.check_item(item)
+
+
+# Test tiers: the README's test command runs the first, `-m "long and not slow"` the second.
+# Doctests of the core install (what `pip install jaxcl` ships: the core losses, kernels,
+# collectives, metrics, shared algorithms) stay in the first tier; the rest (encoders, data,
+# recipes, paper-specific losses: examples that build models or run recipes) are `long`.
+CORE_DOCTEST_MODULES = {"jaxcl", "jaxcl.collectives", "jaxcl.metrics", "jaxcl.sinkhorn",
+                        "jaxcl.kmeans", "jaxcl.grad_cache", "jaxcl.kernels", "jaxcl.kernels.lse",
+                        "jaxcl.kernels.blockwise", "jaxcl.kernels.sigmoid", "jaxcl.losses",
+                        "jaxcl.losses._common", "jaxcl.losses.infonce", "jaxcl.losses.ntxent",
+                        "jaxcl.losses.siglip", "jaxcl.losses.supcon", "jaxcl.losses.multiview",
+                        "jaxcl.losses.symile", "jaxcl.losses.swav", "jaxcl.losses.reduce"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    if isinstance(item, pytest.DoctestItem):
+      module = item.dtest.globs.get("__name__") if item.dtest is not None else None
+      if module not in CORE_DOCTEST_MODULES:
+        item.add_marker(pytest.mark.long)

@@ -103,6 +103,7 @@ def _reference_loss(parts, before, x):
   return jnp.sum(per) / jnp.sum(valid), jnp.mean(valid)
 
 
+@pytest.mark.long
 def test_step_loss_equals_out_of_trainer_reference(one):
   # One device (BatchNorm statistics over the whole batch, as the reference computes them).
   parts, hist = one
@@ -170,6 +171,7 @@ def test_config_errors_name_the_key():
     setup(beclr_config(**{"data.classes": (3, 12)}))
 
 
+@pytest.mark.long
 def test_state_checkpoints_and_restores(tmp_path, eight):
   from jaxcl.train import checkpoint as ckpt
   parts, hist = eight

@@ -289,6 +289,7 @@ def test_objective_and_config_errors():
 # ------------------------------------------------------------------ trainer adapter
 
 
+@pytest.mark.long
 def test_trainer_runs_two_steps_with_identity_views_and_learns_the_decoder():
   from jaxcl import data
   from jaxcl.train import setup

@@ -61,6 +61,7 @@ def _lm_case():
   return model, params, x
 
 
+@pytest.mark.long
 def test_recipe_loss_sharded_equals_single_device_and_mle_reference():
   model, params, x = _lm_case()
   weight = jnp.float32(0.7)
@@ -169,6 +170,7 @@ def _tiny_config():
 TEXTS = [f"word{i % 7} and word{(3 * i) % 11} is a thing {i % 5}" for i in range(60)]
 
 
+@pytest.mark.long
 def test_recipe_trains_and_resumes_exactly(tmp_path):
   c = _tiny_config()
   assert c.recipe == "simctg"

@@ -98,6 +98,7 @@ def test_nonfinite_step_is_not_applied():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.long
 def test_max_skips_skips_then_stops(tmp_path, capsys):
   c = tiny_config(**{"num_steps": 5, "checkpoint.every": 1, "debug.nan_at_step": 2,
                      "nonfinite.max_skips": 1})
@@ -161,6 +162,7 @@ def test_two_processes_sigterm_to_one_stops_both_at_one_step(tmp_path):
       "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
 
 
+@pytest.mark.long
 def test_sigint_in_process_raises_preempted(tmp_path, capsys):
   from jaxcl.train import Preempted
   workdir = str(tmp_path / "w")
@@ -182,6 +184,7 @@ def test_sigint_in_process_raises_preempted(tmp_path, capsys):
 
 # -- c. unreadable checkpoints and JSON ----------------------------------------------------------
 
+@pytest.mark.long
 def test_restore_falls_back_past_truncated_checkpoint_and_eval_json(tmp_path, capsys):
   workdir = str(tmp_path / "w")
   c = tiny_config(**{"num_steps": 4, "checkpoint.every": 2, "checkpoint.keep": 2})

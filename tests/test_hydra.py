@@ -355,6 +355,7 @@ def test_objective_and_config_errors():
 # ------------------------------------------------------------------ trainer adapter
 
 
+@pytest.mark.long
 def test_trainer_runs_three_steps_and_learns_the_gate():
   from jaxcl.train import setup
   from jaxcl.train.sharding import global_batch

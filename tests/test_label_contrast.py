@@ -298,6 +298,7 @@ def test_config_errors(kwargs, match):
     setup(lc_config(**{"loss.kwargs": kwargs}))
 
 
+@pytest.mark.long
 def test_three_trainer_steps_train_the_label_embeddings():
   parts = setup(lc_config())
   state, losses_seen = parts["state"], []

@@ -370,6 +370,7 @@ def test_config_checks():
       make_objective(c)
 
 
+@pytest.mark.long
 def test_trainer_runs_three_steps_on_multi_hot_labels():
   from jaxcl import data
   from jaxcl.train import setup

@@ -222,6 +222,7 @@ def test_embeddings_match_dense_lightgcn_and_fusion():
   np.testing.assert_allclose(fused["bpr"], paper["bpr"], rtol=1e-6)
 
 
+@pytest.mark.long
 def test_recipe_runs_through_the_dispatch_and_checks_its_block(tmp_path):
   from jaxcl import recipes
   c, mmhcl, _ = _tiny()

@@ -38,6 +38,7 @@ def test_pairwise_sum_baseline_averages_all_view_pairs():
   assert not np.allclose(got, L.nt_xent(z[:, 0], z[:, 1], temperature=0.3))
 
 
+@pytest.mark.long
 def test_multiview_and_label_losses_get_all_views_and_labels():
   z = _z(3)
   np.testing.assert_array_equal(make_objective("mv_dhel", {}, 3)(z, LABELS, RNG, None),
@@ -46,6 +47,7 @@ def test_multiview_and_label_losses_get_all_views_and_labels():
                                 L.supcon(z, LABELS))
 
 
+@pytest.mark.long
 def test_rng_losses_get_a_key_per_pair():
   z = _z(2)
   kw = {"num_hard": 4, "num_mix": 3, "num_mix_query": 2}

@@ -45,6 +45,7 @@ def test_ordinality_is_one_for_a_line_and_near_zero_for_noise():
   assert abs(regression.ordinality(noise, y)) < 0.2
 
 
+@pytest.mark.long
 def test_evaluate_features_reports_mae_for_a_regression_target():
   rng = np.random.default_rng(3)
   f = rng.normal(size=(120, 6)).astype(np.float32)

@@ -234,6 +234,7 @@ def test_bad_inputs_name_the_argument():
 # ------------------------------------------------------------------ model, adapter, recipe
 
 
+@pytest.mark.long
 def test_two_towers_adapter_and_recipe():
   from configs.sepclr_digits import get_config
   from jaxcl import models

@@ -109,6 +109,7 @@ CASES = [
 ]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("kw", CASES)
 def test_values_match_loop_reference(kw):
   z = _features(0)

@@ -151,6 +151,7 @@ def _objective(form, negatives, k, **kw):
   return objectives.make_objective("symile", kwargs, k * M, num_global_views=k)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("form, negatives, k", CASES)
 def test_adapter_matches_loop_reference_value_and_gradient(form, negatives, k):
   obj = _objective(form, negatives, k)
@@ -172,6 +173,7 @@ def test_adapter_matches_loop_reference_value_and_gradient(form, negatives, k):
 
 
 # clip_sum sums clip_loss terms, whose sharding tests/test_losses_sharded.py covers.
+@pytest.mark.long
 @pytest.mark.parametrize("form, negatives, k", CASES[:1])
 def test_adapter_sharded_equals_single_device(form, negatives, k):
   obj = _objective(form, negatives, k)

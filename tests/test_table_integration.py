@@ -177,6 +177,7 @@ def test_f1_metrics_against_loops():
   assert sorted(i for c in comms for i in c) == list(range(12))   # a partition
 
 
+@pytest.mark.long
 def test_recipe_runs_and_shares_one_compile(tmp_path):
   from configs.table_integration_synthetic import get_config
   c = get_config()

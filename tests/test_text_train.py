@@ -62,6 +62,7 @@ def _pairs():
                              tokenize=_tokenize, max_len=8, vocab=40)
 
 
+@pytest.mark.long
 def test_shared_tower_trains_and_encodes_both_texts_with_one_set_of_weights():
   info, x, y = _pairs()
   parts = setup(_pair_config(), devices=jax.devices()[:1])
@@ -82,6 +83,7 @@ def test_shared_tower_trains_and_encodes_both_texts_with_one_set_of_weights():
   assert all(np.isfinite(losses)) and losses[-1] != losses[0]
 
 
+@pytest.mark.long
 def test_dropout_views_differ_only_with_dropout():
   """SimCSE's positive pair: one text, two forward passes; the step's dropout rng makes the
   two views' embeddings differ (loss > the dropout-free loss' exact alignment)."""
@@ -100,6 +102,7 @@ def test_dropout_views_differ_only_with_dropout():
   assert out[0.3] != pytest.approx(out[0.0], rel=1e-4)
 
 
+@pytest.mark.long
 def test_copy_into_replaces_every_bert_subtree_and_checks_shapes():
   enc = models.BertEncoder(**TINY_BERT)
   ids = jnp.zeros((1, 4), jnp.int32)

@@ -100,6 +100,7 @@ def _compare(a_losses, a_params, b_losses, b_params, atol=1e-5):
     np.testing.assert_allclose(a_params[k], b_params[k], atol=atol, rtol=0, err_msg=k)
 
 
+@pytest.mark.long
 def test_eight_devices_equal_one_device():
   assert jax.device_count() == 8
   l8, p8 = run_steps(tiny_config())
@@ -188,6 +189,7 @@ def test_bad_config_fails_before_training(tmp_path, over, match):
   assert not (tmp_path / "w").exists()  # nothing was written, nothing trained
 
 
+@pytest.mark.long
 def test_unknown_key_is_named(tmp_path):
   c = tiny_config()
   c.unlock()
@@ -202,6 +204,7 @@ def test_unknown_key_is_named(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.long
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / "w")
   c = tiny_config(**{"num_steps": 8, "checkpoint.every": 2, "debug.nan_at_step": 5})

@@ -53,6 +53,7 @@ def test_no_head_no_whitening_two_views_is_simcse_info_nce():
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.long
 def test_adapter_sharded_equals_single_device():
   """8 devices: SGW statistics psum'd over the mesh, negatives gathered; the step's loss key
   is the same on every device. Per-example values and the gradients of z and of the head."""
@@ -115,6 +116,7 @@ def test_pair_auc_and_metrics_against_numpy():
   assert out["near_pairs"] == int(near.sum())
 
 
+@pytest.mark.long
 def test_config_validates_and_trainer_steps_through_the_adapter():
   """The recipe's config (tiny BERT, a stand-in tokenizer, 16 glosses): validates on 8
   devices, and two trainer steps through the adapter update the head."""
