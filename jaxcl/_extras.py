@@ -14,7 +14,8 @@ EXTRAS = {
 }
 
 
-def _absent(name: str) -> bool:
+def absent(name: str) -> bool:
+  """Whether the module ``name`` (dotted names too) cannot be imported here."""
   try:
     return importlib.util.find_spec(name) is None
   except ImportError:  # e.g. the parent package of a dotted name is missing
@@ -24,7 +25,7 @@ def _absent(name: str) -> bool:
 def require(extra: str, module: str) -> None:
   """ImportError naming ``module``, the missing packages and the install command of ``extra``."""
   names, command = EXTRAS[extra]
-  missing = [n for n in names if _absent(n)]
+  missing = [n for n in names if absent(n)]
   if missing:
     raise ImportError(f"{module} needs the '{extra}' extra (missing: {', '.join(missing)}): "
                       f"{command}")

@@ -7,10 +7,11 @@ command, so the README's quick start passes on a fresh machine without root; wit
 ``JAXCL_REQUIRE_OPTIONAL=1`` (set by ``.ci/run``, which installs every part) the same test fails
 instead, so a missing install step fails CI rather than hiding behind a skip.
 """
-import importlib.util
 import os
 
 import pytest
+
+from jaxcl._extras import absent
 
 REQUIRE_ENV = "JAXCL_REQUIRE_OPTIONAL"
 
@@ -24,15 +25,8 @@ def _wordnet_missing():
   return False
 
 
-def _absent(name):
-  try:
-    return importlib.util.find_spec(name) is None
-  except ImportError:  # the parent package of a dotted name is missing
-    return True
-
-
 def _modules_missing(*names):
-  return lambda: any(_absent(n) for n in names)
+  return lambda: any(absent(n) for n in names)
 
 
 # part: (is it missing?, what it is, the install command)
